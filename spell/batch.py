@@ -1,0 +1,145 @@
+"""Building one training batch from the scored generation rounds (paper §3.4; spec Part B §1.6).
+
+Responder: drop zero-variance groups (dynamic sampling), keep the first `train_batch_size` groups.
+Questioner: the good samples behind the kept groups plus, per task, `negatives_ratio` failed samples
+per good one. Verifier: a fixed number of eligible groups, or none when too few are eligible.
+Advantages are attached here, so the learner downstream stays role-blind.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from spell.advantages import group_zscore, questioner_advantages
+from spell.config import TASKS
+from spell.rewards import GOOD, NEGATIVE_CASES
+
+
+@dataclass(frozen=True)
+class QuestionerSample:
+    sample_id: str
+    task: str
+    case: str
+    reward: float | None
+
+
+@dataclass(frozen=True)
+class ResponderGroup:
+    """The G answers to one question; `question_id` is the questioner sample that asked it."""
+
+    question_id: str
+    task: str
+    sample_ids: tuple[str, ...]
+    rewards: tuple[float, ...]
+
+    @property
+    def zero_variance(self) -> bool:
+        return len(set(self.rewards)) <= 1
+
+
+@dataclass(frozen=True)
+class VerifierGroup:
+    """The votes on one responder answer, their rewards, and whether the group may be trained on."""
+
+    response_id: str
+    task: str
+    sample_ids: tuple[str, ...]
+    rewards: tuple[float, ...]
+    eligible: bool
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    sample_id: str
+    role: str
+    task: str
+    group_id: str
+    reward: float
+    advantage: float
+
+
+@dataclass
+class TrainingBatch:
+    rows: list[BatchRow] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def by_role(self, role: str) -> list[BatchRow]:
+        return [r for r in self.rows if r.role == role]
+
+
+def usable_groups(groups: Sequence[ResponderGroup], dynamic: bool = True) -> list[ResponderGroup]:
+    return [g for g in groups if not (dynamic and g.zero_variance)]
+
+
+def has_enough_groups(groups: Sequence[ResponderGroup], train_batch_size: int, dynamic: bool = True) -> bool:
+    """Dynamic sampling stops generating rounds once this is true."""
+    return len(usable_groups(groups, dynamic)) >= train_batch_size
+
+
+def select_training_batch(
+    questioners: Sequence[QuestionerSample],
+    responder_groups: Sequence[ResponderGroup],
+    verifier_groups: Sequence[VerifierGroup],
+    *,
+    train_batch_size: int,
+    negatives_ratio: float = 1.0,
+    verifier_groups_per_step: int = 16,
+    questioner_normalize: str = "task",
+    rng: random.Random,
+    dynamic: bool = True,
+    train_questioner: bool = True,
+    train_verifier: bool = True,
+) -> TrainingBatch:
+    batch = TrainingBatch()
+
+    kept = usable_groups(responder_groups, dynamic)[:train_batch_size]
+    for g in kept:
+        adv = group_zscore(g.rewards)
+        batch.rows += [
+            BatchRow(sid, "responder", g.task, g.question_id, float(r), float(a))
+            for sid, r, a in zip(g.sample_ids, g.rewards, adv, strict=True)
+        ]
+
+    if train_questioner:
+        kept_ids = {g.question_id for g in kept}
+        chosen = [q for q in questioners if q.case == GOOD and q.sample_id in kept_ids]
+        carry = 0
+        for task in TASKS:
+            good_t = sum(1 for q in chosen if q.task == task)
+            pool = [q for q in questioners if q.task == task and q.case in NEGATIVE_CASES and q.reward is not None]
+            need = round(negatives_ratio * good_t) + carry
+            take = min(need, len(pool))
+            chosen += rng.sample(pool, take)
+            carry = need - take
+        rewards = np.array([q.reward for q in chosen], dtype=np.float64)
+        advs = questioner_advantages(rewards, [q.task for q in chosen], questioner_normalize)
+        batch.rows += [
+            BatchRow(
+                q.sample_id,
+                "questioner",
+                q.task,
+                q.task if questioner_normalize == "task" else "batch",
+                float(r),
+                float(a),
+            )
+            for q, r, a in zip(chosen, rewards, advs, strict=True)
+        ]
+
+    if train_verifier and verifier_groups_per_step > 0:
+        eligible = [v for v in verifier_groups if v.eligible]
+        if len(eligible) >= verifier_groups_per_step:
+            for v in rng.sample(eligible, verifier_groups_per_step):
+                adv = group_zscore(v.rewards)
+                batch.rows += [
+                    BatchRow(sid, "verifier", v.task, v.response_id, float(r), float(a))
+                    for sid, r, a in zip(v.sample_ids, v.rewards, adv, strict=True)
+                ]
+
+    for role in ("questioner", "responder", "verifier"):
+        batch.counts[role] = sum(1 for r in batch.rows if r.role == role)
+    batch.counts["responder_groups"] = len(kept)
+    return batch

@@ -1,0 +1,323 @@
+"""One typed config tree for spell, loaded from YAML in `configs/`.
+
+Every default of the algorithm lives here exactly once, with help text naming the paper section
+(arXiv 2509.23863) or the spec row it implements. Unknown keys and impossible values are rejected
+with a message that names the key and says why.
+
+    spell config show --config configs/cpu-smoke.yaml      # print the resolved config
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+TaskName = Literal["doc_general_qa", "doc_mc", "docmath_qa"]
+TASKS: tuple[str, ...] = ("doc_general_qa", "doc_mc", "docmath_qa")
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the key and the reason."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def _field(default: Any, help: str, **kw: Any) -> Any:
+    return Field(default, description=help, **kw)
+
+
+class RunConfig(_Section):
+    name: str = _field("demo", "Run name; artifacts go to `<runs_dir>/<name>/`.", pattern=r"^[A-Za-z0-9_.-]+$")
+    runs_dir: str = _field("runs", "Directory holding every run's artifacts, checkpoints and MLflow store.")
+    seed: int = _field(0, "Global seed: task sampler, document subsets, MC target letters, generation.", ge=0)
+
+
+class DataConfig(_Section):
+    corpus: str = _field("", "Parquet file of document clusters (one row per cluster, one task per row).")
+    task_weights: dict[str, float] = _field(
+        {t: 1.0 for t in TASKS},
+        "Relative sampling weight per task; the paper uses equal weights (§4.1, App. E.1; spec Part A 'tasks').",
+    )
+    docs_per_visit: int = _field(
+        5, "m: new documents shown to the questioner per visit of a cluster (paper §3.2, App. E.1).", ge=1
+    )
+
+    @model_validator(mode="after")
+    def _check_weights(self) -> DataConfig:
+        unknown = sorted(set(self.task_weights) - set(TASKS))
+        if unknown:
+            raise ValueError(f"task_weights has unknown task(s) {unknown}; known tasks are {list(TASKS)}")
+        if any(w < 0 for w in self.task_weights.values()):
+            raise ValueError("task_weights must be >= 0")
+        if sum(self.task_weights.values()) <= 0:
+            raise ValueError("task_weights must give at least one task a positive weight")
+        return self
+
+
+class HistoryConfig(_Section):
+    enabled: bool = _field(True, "Keep a history memory per (task, cluster) (paper §3.2; ablation 'w/o history').")
+    size: int = _field(3, "L: remembered questions per (task, cluster), FIFO eviction (paper §3.2).", ge=1)
+    admit: Literal["paper", "any_correct"] = _field(
+        "paper",
+        "'paper': admit iff 0 < mean responder reward < 1 (Alg. 1); "
+        "'any_correct': 0.01 <= mean <= 1 as the official code does (spec Part B §9.1).",
+    )
+    context: Literal["paper", "cumulative"] = _field(
+        "paper",
+        "'paper': remembered entries' docs plus m new ones (at most L*m+m docs); "
+        "'cumulative': grows until the cluster is used up, as the official code (spec Part B §9.2).",
+    )
+    dedup: bool = _field(True, "Skip a question whose normalized text is already in the cluster's memory.")
+
+
+class QuestionerConfig(_Section):
+    reward: Literal["gaussian", "rzero", "reverse"] = _field(
+        "gaussian", "Map from responder accuracy to questioner reward (paper Eq. 7; Table 3 variants)."
+    )
+    sigma: float = _field(1.0 / 6.0, "Width of the Gaussian questioner reward (paper Eq. 7, Table 3).", gt=0)
+    normalize: Literal["task", "batch"] = _field(
+        "task",
+        "Questioner advantage z-score per task (official code) or over the whole batch (paper Eq. 9).",
+    )
+    negatives_ratio: float = _field(
+        1.0,
+        "Failed questioner samples per good one, per task (paper §3.4; 0 = ablation 'w/o format penalty').",
+        ge=0,
+    )
+    bad_format_reward: float = _field(-1.0, "Reward for an unparsable questioner output (paper Eq. 7).")
+    ungrounded_reward: float = _field(-0.5, "Reward for a question answered without documents (paper Eq. 7).")
+    max_answer_tokens: int = _field(
+        40, "General-QA reference answers longer than this are invalid and skipped (spec Part B §2.4).", ge=1
+    )
+    update: bool = _field(True, "Train on questioner samples (ablation 'w/o questioner update', Table 2).")
+
+
+class GroundingConfig(_Section):
+    enabled: bool = _field(True, "Drop questions answered correctly with no documents (paper §3.3).")
+    samples: int = _field(
+        1,
+        "No-context answers per question; the question is dropped only if all are correct (use 2 for MC).",
+        ge=1,
+    )
+
+
+class ResponderConfig(_Section):
+    group_size: int = _field(8, "G: responder answers per question over the whole cluster (paper §3.3, Table 3).", ge=2)
+    max_prompt_tokens: int = _field(
+        16384, "Responder prompts longer than this are skipped and counted (paper: 16K input, App. E.3).", ge=1
+    )
+
+
+class VerifierConfig(_Section):
+    enabled: bool = _field(True, "Use verifier votes in the responder reward (ablation 'w/o verifier').")
+    votes: int = _field(8, "Judgments per responder answer; majority over them (paper §3.3, Eq. 4).", ge=1)
+    label: Literal["maj_cons", "maj"] = _field(
+        "maj_cons",
+        "'maj_cons': a verifier group trains only if its majority equals the rule check; "
+        "'maj': drop that condition (ablation 'w/o update consistency').",
+    )
+    agreement_low: float = _field(0.51, "Lower agreement bound for a trainable verifier group (spec §3.4).", ge=0, le=1)
+    agreement_high: float = _field(
+        0.99, "Upper agreement bound for a trainable verifier group (spec §3.4).", ge=0, le=1
+    )
+    update_ratio: float = _field(
+        0.125, "Verifier groups per step = train_batch_size * G * ratio / votes (spec §1.6).", ge=0, le=1
+    )
+    update: bool = _field(True, "Train on verifier samples (ablation 'w/o verifier update').")
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> VerifierConfig:
+        if self.agreement_low > self.agreement_high:
+            raise ValueError(
+                f"agreement_low ({self.agreement_low}) must not exceed agreement_high ({self.agreement_high})"
+            )
+        return self
+
+
+class RewardConfig(_Section):
+    combine: Literal["max", "rule", "verifier"] = _field(
+        "max", "Responder reward: max(rule check, verifier majority) (paper Eq. 6), or one of them alone."
+    )
+
+
+class SamplingConfig(_Section):
+    dynamic: bool = _field(True, "Drop zero-variance responder groups and repeat rounds (paper §3.4).")
+    max_rounds: int = _field(10, "Generation rounds per iteration before giving up (spec §1.6).", ge=1)
+    train_batch_size: int = _field(128, "Responder groups (questions) per policy update (App. E.3).", ge=1)
+    questions_per_round: int = _field(480, "Questioner prompts per generation round (App. E.3).", ge=1)
+
+
+class RolloutConfig(_Section):
+    temperature: float = _field(0.7, "Sampling temperature for every role (App. E.3).", ge=0)
+    top_p: float = _field(0.95, "Nucleus sampling (App. E.3).", gt=0, le=1)
+    top_k: int = _field(-1, "Top-k sampling; -1 disables it (App. E.3).", ge=-1)
+    max_new_tokens: int = _field(4096, "Longest generation per sample (App. E.3: 4K for instruct models).", ge=1)
+
+
+class OptimConfig(_Section):
+    lr: float = _field(2e-6, "AdamW learning rate, constant, no warm-up (App. E.3).", gt=0)
+    weight_decay: float = _field(0.01, "AdamW weight decay (spec §4.2).", ge=0)
+    betas: tuple[float, float] = _field((0.9, 0.999), "AdamW betas (spec §4.2).")
+    grad_clip: float = _field(1.0, "Gradient-norm clipping (spec §4.2).", gt=0)
+    clip_low: float = _field(0.2, "PPO ratio clip, lower side epsilon (spec §4.2).", ge=0, lt=1)
+    clip_high: float = _field(0.2, "PPO ratio clip, upper side epsilon (spec §4.2).", ge=0)
+    kl_coef: float = _field(0.0, "KL penalty coefficient; 0 loads no reference model (paper §3.4: beta=0).", ge=0)
+
+    @model_validator(mode="after")
+    def _check_betas(self) -> OptimConfig:
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must lie in [0, 1), got {self.betas}")
+        return self
+
+
+class ModelConfig(_Section):
+    path: str = _field("", "Hugging Face model directory (safetensors) for the policy.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _field(
+        "auto", "'auto': bf16 on GPU, fp32 on CPU (engines issue)."
+    )
+    gradient_checkpointing: bool = _field(False, "Recompute activations in the backward pass to save memory.")
+    trust_remote_code: bool = _field(False, "Allow model code from the model directory; off for safety.")
+    lora_rank: int = _field(0, "LoRA rank through peft; 0 trains all weights.", ge=0)
+    lora_alpha: float = _field(32.0, "LoRA alpha.", gt=0)
+
+
+class EngineConfig(_Section):
+    backend: Literal["transformers", "vllm"] = _field(
+        "transformers", "Rollout engine: `transformers` (CPU default, also GPU) or `vllm` (GPU)."
+    )
+    generation_token_budget: int = _field(
+        16384, "Prompt+completion tokens per generation batch (transformers backend).", ge=1
+    )
+    train_token_budget: int = _field(8192, "Tokens per learner micro-batch (padding included).", ge=1)
+    ray_address: str = _field(
+        "local", "'local' starts a private Ray; 'auto' or 'host:port' or 'ray://...' joins a cluster."
+    )
+
+
+class SpellConfig(_Section):
+    """The whole tree. Sections mirror the paper: roles, rewards, sampling, optimisation."""
+
+    run: RunConfig = Field(default_factory=RunConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
+    questioner: QuestionerConfig = Field(default_factory=QuestionerConfig)
+    grounding: GroundingConfig = Field(default_factory=GroundingConfig)
+    responder: ResponderConfig = Field(default_factory=ResponderConfig)
+    verifier: VerifierConfig = Field(default_factory=VerifierConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+
+    @property
+    def verifier_groups_per_step(self) -> int:
+        """train_batch_size * G * update_ratio / votes, e.g. 128*8*0.125/8 = 16 (spec §1.6)."""
+        s, r, v = self.sampling, self.responder, self.verifier
+        return int(s.train_batch_size * r.group_size * v.update_ratio / v.votes)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading, overrides, dumping
+
+
+def _section_fields(model: type[BaseModel], path: list[str]) -> list[str]:
+    """Known keys at a dotted path, for 'did you mean' hints."""
+    cls: Any = model
+    for part in path:
+        field = cls.model_fields.get(part)
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        cls = field.annotation
+    return list(cls.model_fields)
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        key = ".".join(loc) or "<root>"
+        if e["type"] == "extra_forbidden":
+            known = _section_fields(SpellConfig, loc[:-1])
+            close = difflib.get_close_matches(loc[-1], known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            where = ".".join(loc[:-1]) or "the top level"
+            lines.append(f"unknown key '{key}'{hint}; keys allowed in {where}: {', '.join(known)}")
+        else:
+            got = e.get("input")
+            got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"'{key}': {e['msg']}{got_s}")
+    return "invalid spell config:\n  " + "\n  ".join(lines)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{dotted}': '{p}' is not a section")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`section.key=value` -> (dotted key, YAML-parsed value)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.key=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def config_from_dict(tree: dict[str, Any], overrides: list[str] | None = None) -> SpellConfig:
+    tree = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (tree or {}).items()}
+    for ov in overrides or []:
+        key, value = parse_override(ov)
+        _set_dotted(tree, key, value)
+    try:
+        return SpellConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> SpellConfig:
+    """Load a YAML preset (or the defaults when `path` is None) and apply `key=value` overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+        tree = loaded or {}
+    try:
+        return config_from_dict(tree, overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{path or '<defaults>'}: {exc}") from None
+
+
+def dump_config(cfg: SpellConfig) -> str:
+    """The resolved config as YAML; `load_config` of this text gives back an equal config."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def describe_config() -> str:
+    """Every key, its default and its help text (for `spell config help`)."""
+    out = []
+    for sec_name, sec_field in SpellConfig.model_fields.items():
+        sec_cls = sec_field.annotation
+        assert isinstance(sec_cls, type) and issubclass(sec_cls, BaseModel)
+        out.append(f"{sec_name}:")
+        for name, f in sec_cls.model_fields.items():
+            out.append(f"  {name} = {f.default!r}\n      {f.description}")
+    return "\n".join(out)

@@ -1,0 +1,1 @@
+"""The three roles one policy plays: questioner, responder, verifier (paper §3)."""

@@ -1,0 +1,105 @@
+"""Part A rows 'dynamic sampling', 'questioner negatives', 'verifier samples per step'."""
+
+import random
+
+import numpy as np
+
+from spell.batch import (
+    QuestionerSample,
+    ResponderGroup,
+    VerifierGroup,
+    has_enough_groups,
+    select_training_batch,
+)
+
+
+def _pool():
+    qs, groups, vgs = [], [], []
+    for i in range(12):
+        task = ("doc_general_qa", "doc_mc", "docmath_qa")[i % 3]
+        rewards = (1.0, 0.0, 1.0, 0.0) if i % 4 else (1.0, 1.0, 1.0, 1.0)  # every 4th is zero-variance
+        case = "good" if i % 4 else "zero_variance"
+        qs.append(QuestionerSample(f"q{i}", task, case, 0.8 if case == "good" else 0.0))
+        groups.append(ResponderGroup(f"q{i}", task, tuple(f"q{i}r{j}" for j in range(4)), rewards))
+        for j in range(4):
+            vgs.append(
+                VerifierGroup(
+                    f"q{i}r{j}",
+                    task,
+                    tuple(f"q{i}r{j}v{k}" for k in range(4)),
+                    (1.0, 1.0, 1.0, 0.0),
+                    eligible=(i + j) % 2 == 0,
+                )
+            )
+    for i in range(6):
+        task = ("doc_general_qa", "doc_mc", "docmath_qa")[i % 3]
+        qs.append(QuestionerSample(f"bad{i}", task, ("bad_format", "ungrounded")[i % 2], (-1.0, -0.5)[i % 2]))
+    qs.append(QuestionerSample("skipped", "doc_mc", "skipped", None))
+    return qs, groups, vgs
+
+
+def test_zero_variance_groups_dropped_and_batch_size_respected():
+    qs, groups, vgs = _pool()
+    assert has_enough_groups(groups, 9) and not has_enough_groups(groups, 10)
+    b = select_training_batch(qs, groups, vgs, train_batch_size=5, verifier_groups_per_step=2, rng=random.Random(0))
+    kept = {r.group_id for r in b.by_role("responder")}
+    assert kept == {"q1", "q2", "q3", "q5", "q6"}  # first 5 non-zero-variance groups, collection order
+    assert b.counts["responder"] == 20 and b.counts["responder_groups"] == 5
+    without = select_training_batch(
+        qs, groups, vgs, train_batch_size=5, rng=random.Random(0), dynamic=False, verifier_groups_per_step=0
+    )
+    assert "q0" in {r.group_id for r in without.by_role("responder")}
+
+
+def test_questioner_good_plus_negatives_per_task():
+    qs, groups, vgs = _pool()
+    b = select_training_batch(
+        qs, groups, vgs, train_batch_size=9, negatives_ratio=1.0, verifier_groups_per_step=0, rng=random.Random(0)
+    )
+    q = b.by_role("questioner")
+    good = [r for r in q if r.reward > 0]
+    neg = [r for r in q if r.reward <= 0]
+    assert len(good) == 9
+    # 3 good per task, and each task has exactly 3 negatives (1 zero-variance + 2 bad) to draw from
+    assert len({r.sample_id for r in neg}) == 9
+    for task in ("doc_general_qa", "doc_mc", "docmath_qa"):
+        assert sum(r.task == task for r in neg) == 3
+    assert "skipped" not in {r.sample_id for r in q}
+    for task in ("doc_general_qa", "doc_mc", "docmath_qa"):
+        adv = np.array([r.advantage for r in q if r.task == task])
+        assert abs(adv.mean()) < 1e-6
+    none = select_training_batch(
+        qs, groups, vgs, train_batch_size=9, negatives_ratio=0.0, verifier_groups_per_step=0, rng=random.Random(0)
+    )
+    assert all(r.reward > 0 for r in none.by_role("questioner"))
+
+
+def test_verifier_groups_drawn_only_when_enough_eligible():
+    qs, groups, vgs = _pool()
+    n_eligible = sum(v.eligible for v in vgs)
+    b = select_training_batch(qs, groups, vgs, train_batch_size=4, verifier_groups_per_step=3, rng=random.Random(1))
+    ver = b.by_role("verifier")
+    assert len(ver) == 12 and len({r.group_id for r in ver}) == 3
+    assert all(next(v for v in vgs if v.response_id == r.group_id).eligible for r in ver)
+    too_many = select_training_batch(
+        qs, groups, vgs, train_batch_size=4, verifier_groups_per_step=n_eligible + 1, rng=random.Random(1)
+    )
+    assert too_many.by_role("verifier") == []
+
+
+def test_responder_advantages_are_group_zscores():
+    qs, groups, vgs = _pool()
+    b = select_training_batch(qs, groups, vgs, train_batch_size=3, verifier_groups_per_step=0, rng=random.Random(0))
+    for gid in {r.group_id for r in b.by_role("responder")}:
+        adv = [r.advantage for r in b.by_role("responder") if r.group_id == gid]
+        assert abs(sum(adv)) < 1e-9 and np.std(adv, ddof=1) > 0.99
+
+
+def test_negative_shortfall_carries_to_next_task():
+    """Spec Part B §1.6: a task's shortfall of negatives is taken from the next task."""
+    qs = [QuestionerSample("g1", "doc_general_qa", "good", 1.0), QuestionerSample("g2", "doc_general_qa", "good", 1.0)]
+    qs += [QuestionerSample(f"n{i}", "doc_mc", "bad_format", -1.0) for i in range(5)]
+    groups = [ResponderGroup(q.sample_id, q.task, ("a", "b"), (1.0, 0.0)) for q in qs[:2]]
+    b = select_training_batch(qs, groups, [], train_batch_size=2, verifier_groups_per_step=0, rng=random.Random(0))
+    neg = [r for r in b.by_role("questioner") if r.reward < 0]
+    assert len(neg) == 2 and all(r.task == "doc_mc" for r in neg)

@@ -1,0 +1,91 @@
+"""Config tree: defaults of spec Part A, rejection of bad keys/values, YAML round trip."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from spell.config import ConfigError, SpellConfig, config_from_dict, describe_config, dump_config, load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_part_a_defaults():
+    c = SpellConfig()
+    assert c.data.docs_per_visit == 5 and c.history.size == 3
+    assert c.history.admit == "paper" and c.history.context == "paper" and c.history.dedup
+    assert c.grounding.enabled and c.grounding.samples == 1
+    assert c.responder.group_size == 8 and c.verifier.votes == 8
+    assert c.reward.combine == "max"
+    assert c.questioner.reward == "gaussian" and c.questioner.sigma == pytest.approx(1 / 6)
+    assert c.questioner.bad_format_reward == -1.0 and c.questioner.ungrounded_reward == -0.5
+    assert c.questioner.normalize == "task" and c.questioner.negatives_ratio == 1.0
+    assert (c.verifier.agreement_low, c.verifier.agreement_high, c.verifier.label) == (0.51, 0.99, "maj_cons")
+    assert c.sampling.dynamic and c.sampling.max_rounds == 10 and c.sampling.train_batch_size == 128
+    assert c.optim.lr == 2e-6 and c.optim.weight_decay == 0.01 and c.optim.grad_clip == 1.0
+    assert (c.optim.clip_low, c.optim.clip_high, c.optim.kl_coef) == (0.2, 0.2, 0.0)
+    assert c.optim.betas == (0.9, 0.999)
+    assert (c.rollout.temperature, c.rollout.top_p) == (0.7, 0.95)
+    assert set(c.data.task_weights) == {"doc_general_qa", "doc_mc", "docmath_qa"}
+
+
+def test_verifier_groups_per_step_matches_paper():
+    """Part A 'verifier samples per step': 128 * 8 * 0.125 / 8 = 16 groups."""
+    assert SpellConfig().verifier_groups_per_step == 16
+
+
+def test_every_field_has_help_text():
+    text = describe_config()
+    for sec in SpellConfig.model_fields.values():
+        for name, f in sec.annotation.model_fields.items():
+            assert f.description, f"{name} lacks help text"
+    assert "Eq. 7" in text and "§3.2" in text
+
+
+def test_unknown_key_is_named_with_a_suggestion():
+    with pytest.raises(ConfigError, match=r"unknown key 'history.sze' \(did you mean 'size'\?\)"):
+        config_from_dict({"history": {"sze": 3}})
+    with pytest.raises(ConfigError, match="unknown key 'histroy'"):
+        config_from_dict({"histroy": {}})
+
+
+@pytest.mark.parametrize(
+    ("tree", "needle"),
+    [
+        ({"optim": {"lr": -1}}, "optim.lr"),
+        ({"responder": {"group_size": 1}}, "responder.group_size"),
+        ({"questioner": {"reward": "linear"}}, "questioner.reward"),
+        ({"verifier": {"agreement_low": 0.9, "agreement_high": 0.5}}, "agreement_low"),
+        ({"data": {"task_weights": {"doc_qa": 1}}}, "unknown task"),
+        ({"data": {"task_weights": {"doc_mc": 0, "doc_general_qa": 0, "docmath_qa": 0}}}, "positive weight"),
+        ({"run": {"name": "../escape"}}, "run.name"),
+        ({"optim": {"betas": [0.9, 1.5]}}, "betas"),
+    ],
+)
+def test_impossible_values_rejected(tree, needle):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        config_from_dict(tree)
+
+
+def test_overrides_and_round_trip(tmp_path):
+    cfg = load_config(None, ["responder.group_size=4", "history.admit=any_correct", "optim.lr=1e-5"])
+    assert cfg.responder.group_size == 4 and cfg.history.admit == "any_correct" and cfg.optim.lr == 1e-5
+    p = tmp_path / "c.yaml"
+    p.write_text(dump_config(cfg))
+    assert load_config(p) == cfg
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"section\.key=value"):
+        load_config(None, ["nonsense"])
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_presets_load(preset):
+    load_config(CONFIGS / preset)
