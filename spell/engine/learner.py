@@ -1,0 +1,217 @@
+"""The role-blind GRPO learner: token ids, a response mask and one advantage per sequence in; one
+optimizer step out (paper §3.4, Eq. 10-12; spec Part A 'loss').
+
+Sequences are grouped into micro-batches by a token budget (length-sorted, so padding stays small),
+the token-mean loss is normalised by the response tokens of the *whole* batch so gradient accumulation
+equals one big batch, then AdamW takes a single clipped step. A non-finite loss or gradient skips the
+step and leaves the weights untouched.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from spell.engine.generation import min_padding_batches
+from spell.loss import LossStats, policy_loss, sequence_logprobs
+
+
+@dataclass
+class TrainSequence:
+    """One trajectory as the learner sees it: no role, no task, just tokens and an advantage."""
+
+    prompt_ids: list[int]
+    response_ids: list[int]
+    advantage: float
+    old_logprobs: list[float] | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainSequence:
+        return cls(
+            prompt_ids=[int(t) for t in d["prompt_ids"]],
+            response_ids=[int(t) for t in d["response_ids"]],
+            advantage=float(d["advantage"]),
+            old_logprobs=None if d.get("old_logprobs") is None else [float(x) for x in d["old_logprobs"]],
+        )
+
+
+@dataclass(frozen=True)
+class LearnerSettings:
+    lr: float = 2e-6
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    kl_coef: float = 0.0
+    token_budget: int = 8192
+
+
+class Learner:
+    """Owns the optimizer over a model's trainable parameters and applies one GRPO step per batch."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        settings: LearnerSettings,
+        pad_id: int = 0,
+        ref_model: torch.nn.Module | None = None,
+    ):
+        self.model, self.settings, self.pad_id, self.ref_model = model, settings, pad_id, ref_model
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no trainable parameters")
+        self.optimizer = torch.optim.AdamW(
+            params, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay
+        )
+        self.steps = 0
+        self.skipped_steps = 0
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def micro_batches(self, seqs: Sequence[TrainSequence]) -> list[list[int]]:
+        lengths = [len(s.prompt_ids) + len(s.response_ids) for s in seqs]
+        return min_padding_batches(lengths, self.settings.token_budget)
+
+    def _collate(self, seqs: Sequence[TrainSequence]) -> dict[str, torch.Tensor]:
+        """Left-padded ids, attention mask, position ids and a mask over the next-token targets.
+
+        Left padding puts every response at the right edge, so logits are only needed for the last
+        `longest response + 1` positions.
+        """
+        lengths = [len(s.prompt_ids) + len(s.response_ids) for s in seqs]
+        width = max(lengths)
+        resp = max(len(s.response_ids) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((len(seqs), width), dtype=torch.long)
+        target_mask = torch.zeros((len(seqs), resp), dtype=torch.float32)
+        old = torch.zeros((len(seqs), resp), dtype=torch.float32)
+        has_old = torch.zeros(len(seqs), dtype=torch.bool)
+        adv = torch.tensor([s.advantage for s in seqs], dtype=torch.float32)
+        for row, s in enumerate(seqs):
+            full = s.prompt_ids + s.response_ids
+            ids[row, width - len(full) :] = torch.tensor(full, dtype=torch.long)
+            attn[row, width - len(full) :] = 1
+            n = len(s.response_ids)
+            if n:
+                target_mask[row, resp - n :] = 1.0
+            if s.old_logprobs is not None:
+                if len(s.old_logprobs) != n:
+                    raise ValueError(f"old_logprobs has {len(s.old_logprobs)} values for {n} response tokens")
+                old[row, resp - n :] = torch.tensor(s.old_logprobs, dtype=torch.float32)
+                has_old[row] = True
+        positions = (attn.cumsum(-1) - 1).clamp(min=0)
+        return {
+            "ids": ids,
+            "attn": attn,
+            "positions": positions,
+            "target_mask": target_mask,
+            "old": old,
+            "has_old": has_old,
+            "adv": adv,
+            "resp": torch.tensor(resp),
+        }
+
+    def _response_logprobs(self, model: torch.nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Log-probs of the last `resp` tokens of each row, shape [B, resp]."""
+        dev = self.device
+        resp = int(b["resp"])
+        out = model(
+            input_ids=b["ids"].to(dev),
+            attention_mask=b["attn"].to(dev),
+            position_ids=b["positions"].to(dev),
+            logits_to_keep=resp + 1,
+            use_cache=False,
+        )
+        ids_tail = b["ids"][:, -(resp + 1) :].to(dev)
+        return sequence_logprobs(out.logits, ids_tail)
+
+    @torch.no_grad()
+    def logprobs(self, seqs: Sequence[TrainSequence]) -> list[list[float]]:
+        """Per-token log-probs of each response under the current weights (no gradient)."""
+        was = self.model.training
+        self.model.eval()
+        out: list[list[float]] = [[] for _ in seqs]
+        try:
+            for mb in self.micro_batches(seqs):
+                b = self._collate([seqs[i] for i in mb])
+                lp = self._response_logprobs(self.model, b).float().cpu()
+                for row, i in enumerate(mb):
+                    n = len(seqs[i].response_ids)
+                    out[i] = lp[row, lp.shape[1] - n :].tolist() if n else []
+        finally:
+            self.model.train(was)
+        return out
+
+    def backward(self, seqs: Sequence[TrainSequence]) -> dict[str, float]:
+        """Accumulate the whole batch's gradient over token-budget micro-batches (no optimizer step)."""
+        s = self.settings
+        total_tokens = float(sum(len(x.response_ids) for x in seqs))
+        stats, loss_total, padded, real = LossStats(), 0.0, 0, 0
+        micro = self.micro_batches(seqs)
+        for mb in micro:
+            b = self._collate([seqs[i] for i in mb])
+            padded += b["ids"].numel()
+            real += int(b["attn"].sum())
+            lp = self._response_logprobs(self.model, b)
+            mask = b["target_mask"].to(lp.device)
+            old = torch.where(b["has_old"].to(lp.device)[:, None], b["old"].to(lp.device), lp.detach())
+            ref = None
+            if self.ref_model is not None and s.kl_coef > 0:
+                with torch.no_grad():
+                    ref = self._response_logprobs(self.ref_model, b)
+            loss, mb_stats = policy_loss(
+                lp,
+                old,
+                b["adv"].to(lp.device),
+                mask,
+                total_tokens=total_tokens,
+                clip_low=s.clip_low,
+                clip_high=s.clip_high,
+                ref_logprobs=ref,
+                kl_coef=s.kl_coef,
+            )
+            loss.backward()
+            loss_total += float(loss.item())
+            stats += mb_stats
+        m = stats.means()
+        return {
+            "loss": loss_total,
+            "clip_fraction": m["clip_fraction"],
+            "ratio_mean": m["ratio_mean"],
+            "kl_mean": m["kl_mean"],
+            "tokens": total_tokens,
+            "sequences": float(len(seqs)),
+            "padding_fraction": 1.0 - real / max(padded, 1),
+            "micro_batches": float(len(micro)),
+        }
+
+    def train_step(self, seqs: Sequence[TrainSequence]) -> dict[str, float]:
+        """One optimizer step on the whole batch; returns loss, grad norm, clip fraction, tokens, seconds.
+
+        A non-finite loss or gradient norm skips the step (weights untouched) and reports `skipped=1`.
+        """
+        start = time.perf_counter()
+        seqs = [x for x in seqs if x.response_ids]
+        if not seqs:
+            return {"loss": 0.0, "grad_norm": 0.0, "tokens": 0.0, "skipped": 1.0, "seconds": 0.0}
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        metrics = self.backward(seqs)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.settings.grad_clip))
+        skipped = not (math.isfinite(grad_norm) and math.isfinite(metrics["loss"]))
+        if skipped:
+            self.skipped_steps += 1
+        else:
+            self.optimizer.step()
+            self.steps += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        return {**metrics, "grad_norm": grad_norm, "skipped": float(skipped), "seconds": time.perf_counter() - start}

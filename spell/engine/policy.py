@@ -1,0 +1,248 @@
+"""The policy: one model, its tokenizer, the learner and a rollout backend sharing the same weights.
+
+Plain Python so it runs in-process (tests, notebooks) and as a Ray actor (`spell.engine.ray_policy`).
+Every method takes and returns plain Python objects (lists, dicts, floats), never tensors, so a
+driver process without torch can call it through Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spell.engine.checkpoint import load_optimizer_state, read_state, restore_rng, save_checkpoint
+from spell.engine.generation import Prompt, SamplingParams, render_prompt
+from spell.engine.learner import Learner, LearnerSettings, TrainSequence
+
+log = logging.getLogger(__name__)
+
+TINY_PREFIX = "tiny:"
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """Everything needed to (re)build the policy; plain data so it crosses process boundaries."""
+
+    model_path: str
+    dtype: str = "auto"
+    device: str = "auto"
+    backend: str = "transformers"
+    trust_remote_code: bool = False
+    gradient_checkpointing: bool = False
+    lora_rank: int = 0
+    lora_alpha: float = 32.0
+    generation_token_budget: int = 16384
+    max_context: int | None = None
+    learner: LearnerSettings = field(default_factory=LearnerSettings)
+    cache_dir: str = ""
+
+    @classmethod
+    def from_config(cls, cfg: Any, **overrides: Any) -> PolicySpec:
+        """Build from a `SpellConfig` (model, engine and optim sections)."""
+        o = cfg.optim
+        spec = cls(
+            model_path=cfg.model.path,
+            dtype=cfg.model.dtype,
+            backend=cfg.engine.backend,
+            trust_remote_code=cfg.model.trust_remote_code,
+            gradient_checkpointing=cfg.model.gradient_checkpointing,
+            lora_rank=cfg.model.lora_rank,
+            lora_alpha=cfg.model.lora_alpha,
+            generation_token_budget=cfg.engine.generation_token_budget,
+            learner=LearnerSettings(
+                lr=o.lr,
+                weight_decay=o.weight_decay,
+                betas=tuple(o.betas),
+                grad_clip=o.grad_clip,
+                clip_low=o.clip_low,
+                clip_high=o.clip_high,
+                kl_coef=o.kl_coef,
+                token_budget=cfg.engine.train_token_budget,
+            ),
+            cache_dir=str(Path(cfg.run.runs_dir) / ".models"),
+        )
+        return replace(spec, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PolicySpec:
+        d = dict(d)
+        learner = d.pop("learner", {}) or {}
+        if isinstance(learner, dict):
+            learner = LearnerSettings(**{**learner, "betas": tuple(learner.get("betas", (0.9, 0.999)))})
+        return cls(learner=learner, **d)
+
+
+def resolve_model_path(path: str, cache_dir: str = "") -> str:
+    """`tiny:qwen2` / `tiny:llama` build a tiny random model once into the cache; other paths pass through."""
+    if path.startswith(TINY_PREFIX):
+        from spell.engine.tiny import build_tiny_model
+
+        arch = path[len(TINY_PREFIX) :] or "qwen2"
+        target = Path(cache_dir or Path.home() / ".cache" / "spell") / f"tiny-{arch}"
+        if not (target / "config.json").is_file():
+            build_tiny_model(target, arch=arch)
+        return str(target)
+    if not path:
+        raise ValueError("model.path is empty: set it to a Hugging Face model folder or tiny:qwen2")
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"model folder not found: {path} (spell never downloads from a hub)")
+    return path
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def attention_implementation(device: torch.device) -> str:
+    """flash-attn when installed on a GPU, PyTorch SDPA otherwise (never required)."""
+    if device.type == "cuda":
+        try:
+            import flash_attn  # noqa: F401
+
+            return "flash_attention_2"
+        except ImportError:
+            pass
+    return "sdpa"
+
+
+class Policy:
+    """Tokenizer + model + learner + rollout backend. `checkpoint` resumes weights, optimizer and RNG."""
+
+    def __init__(self, spec: PolicySpec | dict[str, Any], checkpoint: str | None = None):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.spec = spec if isinstance(spec, PolicySpec) else PolicySpec.from_dict(spec)
+        self.device = pick_device(self.spec.device)
+        self.dtype = pick_dtype(self.spec.dtype, self.device)
+        source = (
+            str(Path(checkpoint) / "model")
+            if checkpoint
+            else resolve_model_path(self.spec.model_path, self.spec.cache_dir)
+        )
+        self.tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=self.spec.trust_remote_code)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=self.dtype,
+            use_safetensors=True,
+            trust_remote_code=self.spec.trust_remote_code,
+            attn_implementation=attention_implementation(self.device),
+        ).to(self.device)
+        if self.spec.gradient_checkpointing:
+            _enable_activation_checkpointing(self.model)
+            self.model.config.use_cache = False
+        if self.spec.lora_rank > 0:
+            self.model = _wrap_lora(self.model, self.spec.lora_rank, self.spec.lora_alpha)
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else self.tokenizer.eos_token_id)
+        ref = None
+        if self.spec.learner.kl_coef > 0:  # a reference model only when the KL term is on (Part A 'loss')
+            ref = AutoModelForCausalLM.from_pretrained(source, dtype=self.dtype, use_safetensors=True).to(self.device)
+            ref.eval().requires_grad_(False)
+        self.learner = Learner(self.model, self.spec.learner, pad_id=self.pad_id, ref_model=ref)
+        self.generator = self._make_generator()
+        if checkpoint:
+            opt = load_optimizer_state(checkpoint)
+            if opt is not None:
+                self.learner.optimizer.load_state_dict(opt)
+            st = read_state(checkpoint)
+            self.learner.steps = int(st.get("learner_steps", 0))
+            rng = Path(checkpoint) / "rng.json"
+            if rng.is_file():
+                import json
+
+                restore_rng(json.loads(rng.read_text()))
+
+    def _make_generator(self) -> Any:
+        if self.spec.backend == "vllm":
+            from spell.engine.vllm_backend import VLLMGenerator
+
+            return VLLMGenerator(self.model, self.tokenizer, max_context=self.spec.max_context)
+        from spell.engine.hf_backend import TransformersGenerator
+
+        return TransformersGenerator(
+            self.model, self.tokenizer, self.spec.generation_token_budget, self.spec.max_context
+        )
+
+    # -- rollouts ----------------------------------------------------------------------------------
+
+    def generate(self, prompts: list[Prompt], params: dict[str, Any] | SamplingParams) -> list[list[dict]]:
+        sp = params if isinstance(params, SamplingParams) else SamplingParams.from_dict(params)
+        return [[c.to_dict() for c in row] for row in self.generator.generate(prompts, sp)]
+
+    def render(self, prompts: list[Prompt]) -> list[list[int]]:
+        return [render_prompt(self.tokenizer, p) for p in prompts]
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+
+    # -- training ----------------------------------------------------------------------------------
+
+    def train_step(self, seqs: list[dict[str, Any]]) -> dict[str, float]:
+        metrics = self.learner.train_step([TrainSequence.from_dict(s) for s in seqs])
+        if hasattr(self.generator, "sync_weights") and not metrics.get("skipped"):
+            self.generator.sync_weights(self.model)
+        return metrics
+
+    def logprobs(self, seqs: list[dict[str, Any]]) -> list[list[float]]:
+        return self.learner.logprobs([TrainSequence.from_dict({**s, "advantage": 0.0}) for s in seqs])
+
+    # -- state -------------------------------------------------------------------------------------
+
+    def save(self, root: str, name: str, state: dict[str, Any] | None = None) -> str:
+        model = self.model
+        if self.spec.lora_rank > 0:  # save merged full weights so the folder loads without peft
+            import copy
+
+            model = copy.deepcopy(self.model).merge_and_unload()
+        st = {"learner_steps": self.learner.steps, "spec": self.spec.to_dict(), **(state or {})}
+        out = save_checkpoint(root, name, model, self.tokenizer, self.learner.optimizer, st)
+        return str(out)
+
+    def info(self) -> dict[str, Any]:
+        n = sum(p.numel() for p in self.model.parameters())
+        return {
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "parameters": int(n),
+            "learner_steps": self.learner.steps,
+            "skipped_steps": self.learner.skipped_steps,
+            "backend": self.spec.backend,
+        }
+
+    def weights_fingerprint(self) -> float:
+        """Sum of |w| over all weights: a cheap check that training changed something."""
+        with torch.no_grad():
+            return float(sum(p.detach().abs().double().sum().item() for p in self.model.parameters()))
+
+
+def _wrap_lora(model: Any, rank: int, alpha: float) -> Any:
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as exc:  # pragma: no cover - depends on the optional extra
+        raise ImportError("model.lora_rank > 0 needs peft: pip install 'spell[lora]'") from exc
+    return get_peft_model(
+        model, LoraConfig(r=rank, lora_alpha=alpha, target_modules="all-linear", task_type="CAUSAL_LM")
+    )
+
+
+def _enable_activation_checkpointing(model: Any) -> None:
+    """transformers 5 renamed gradient checkpointing; support both spellings."""
+    fn = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    fn()

@@ -1,0 +1,90 @@
+"""The policy as a named Ray actor, so every stage (and every later flow run) talks to one warm model.
+
+    connect("local")                                   # private Ray instance (dev, CI)
+    actor = policy_actor("spell-demo", spec, checkpoint_root="runs/demo/checkpoints")
+    ray.get(actor.generate.remote(["Hello"], {"n": 2, "max_new_tokens": 16}))
+
+A missing actor is created from the latest complete checkpoint under `checkpoint_root` (or from the
+base model when there is none). A GPU is requested only when the cluster has one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+from spell.engine.checkpoint import latest_checkpoint
+from spell.engine.policy import Policy, PolicySpec
+
+NAMESPACE = "spell"
+
+
+def connect(address: str = "local", num_cpus: int | None = None, object_store_memory: int = 300_000_000) -> None:
+    """Join the configured cluster (`auto`, `host:port`, `ray://...`) or start a private local instance."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address in ("", "local"):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep a local instance on loopback
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # private, loopback-only instance
+        ray.init(
+            address="local",
+            namespace=NAMESPACE,
+            num_cpus=num_cpus or max(os.cpu_count() or 1, 2),
+            include_dashboard=False,
+            object_store_memory=object_store_memory,
+            _temp_dir=os.environ.get("SPELL_RAY_TMP") or tempfile.mkdtemp(prefix="spell-ray-"),
+            log_to_driver=False,
+        )
+    else:
+        ray.init(address=address, namespace=NAMESPACE)
+
+
+def _gpus_available() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+def policy_actor(
+    name: str,
+    spec: PolicySpec,
+    checkpoint_root: str | None = None,
+    detached: bool = False,
+    num_cpus: float = 1.0,
+) -> Any:
+    """The named policy actor: reused when alive, else created from the latest checkpoint."""
+    import ray
+
+    try:
+        return ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        pass
+    ckpt = latest_checkpoint(checkpoint_root) if checkpoint_root else None
+    actor_cls = ray.remote(Policy)
+    options: dict[str, Any] = dict(
+        name=name,
+        namespace=NAMESPACE,
+        get_if_exists=True,
+        num_cpus=num_cpus,
+        num_gpus=1 if _gpus_available() >= 1 else 0,
+        max_concurrency=1,
+    )
+    if detached:
+        options["lifetime"] = "detached"
+    handle = actor_cls.options(**options).remote(spec.to_dict(), str(ckpt) if ckpt else None)
+    ray.get(handle.info.remote())  # surface construction errors here, not at first use
+    return handle
+
+
+def kill_policy_actor(name: str) -> bool:
+    import ray
+
+    try:
+        ray.kill(ray.get_actor(name, namespace=NAMESPACE))
+        return True
+    except ValueError:
+        return False

@@ -1,0 +1,98 @@
+"""Transformers rollout backend: shapes, finish reasons, determinism, token-budget batching."""
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from spell.engine.generation import SamplingParams, render_prompt, token_budget_batches
+from spell.engine.hf_backend import TransformersGenerator
+
+PROMPTS = [
+    "hello",
+    "The bridge opened in 1932 and cost four million dollars. In which year did it open?",
+    [{"role": "user", "content": "Read <text>x</text> and answer."}],
+    "Revenue grew from 1,200 to 1,500 million",
+]
+
+
+@pytest.fixture(scope="module")
+def gen(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    return TransformersGenerator(model, tok, token_budget=2048)
+
+
+def test_shapes_and_finish_reasons(gen):
+    out = gen.generate(PROMPTS, SamplingParams(n=3, temperature=1.0, max_new_tokens=8, seed=0))
+    assert len(out) == len(PROMPTS) and all(len(row) == 3 for row in out)
+    for pi, row in enumerate(out):
+        for si, c in enumerate(row):
+            assert (c.prompt_index, c.sample_index) == (pi, si)
+            assert c.prompt_tokens == len(render_prompt(gen.tokenizer, PROMPTS[pi]))
+            assert 1 <= len(c.token_ids) <= 8
+            assert c.finish_reason in ("stop", "length")
+            assert c.finish_reason == "stop" or len(c.token_ids) == 8
+
+
+def test_eos_gives_stop(gen):
+    greedy = SamplingParams(temperature=0, max_new_tokens=6)
+    first = gen.generate(["hello"], greedy)[0][0]
+    third = first.token_ids[2]
+    saved = gen.eos_ids
+    gen.eos_ids = {third}
+    try:
+        c = gen.generate(["hello"], greedy)[0][0]
+    finally:
+        gen.eos_ids = saved
+    assert c.finish_reason == "stop" and c.token_ids == first.token_ids[:3]
+
+
+def test_prompt_too_long_is_reported_not_cut(gen):
+    long = "word " * 3000
+    out = gen.generate(["short", long], SamplingParams(n=2, max_new_tokens=4, temperature=0))
+    assert [c.finish_reason for c in out[1]] == ["prompt_too_long"] * 2
+    assert out[1][0].prompt_tokens > 1000 and out[1][0].token_ids == []
+    assert all(c.finish_reason != "prompt_too_long" for c in out[0])
+
+
+def test_deterministic_under_seed(gen):
+    p = SamplingParams(n=2, temperature=1.0, max_new_tokens=10, seed=7)
+    a = gen.generate(PROMPTS, p)
+    b = gen.generate(PROMPTS, p)
+    c = gen.generate(PROMPTS, SamplingParams(n=2, temperature=1.0, max_new_tokens=10, seed=8))
+    ids = lambda out: [[x.token_ids for x in row] for row in out]  # noqa: E731
+    assert ids(a) == ids(b) and ids(a) != ids(c)
+
+
+def test_token_budget_batching_equals_one_by_one_greedy(gen):
+    greedy = SamplingParams(temperature=0, max_new_tokens=12)
+    batched = gen.generate(PROMPTS, greedy)
+    single = [gen.generate([p], greedy)[0][0] for p in PROMPTS]
+    assert [row[0].token_ids for row in batched] == [c.token_ids for c in single]
+    assert [row[0].text for row in batched] == [c.text for c in single]
+
+
+def test_stop_strings(gen):
+    greedy = SamplingParams(temperature=0, max_new_tokens=16)
+    base = gen.generate(["hello"], greedy)[0][0]
+    stop = base.text[3:5]
+    if not stop.strip():
+        pytest.skip("generated text has no usable stop string")
+    c = gen.generate(["hello"], SamplingParams(temperature=0, max_new_tokens=16, stop=(stop,)))[0][0]
+    assert c.finish_reason == "stop" and stop not in c.text and base.text.startswith(c.text)
+
+
+def test_token_budget_batches():
+    batches = token_budget_batches([10, 500, 20, 480, 30], extra=20, budget=1100)
+    assert sorted(i for b in batches for i in b) == [0, 1, 2, 3, 4]
+    for b in batches:
+        longest = max([10, 500, 20, 480, 30][i] for i in b)
+        assert len(b) == 1 or len(b) * (longest + 20) <= 1100
+    assert token_budget_batches([5000], 10, 100) == [[0]]
+
+
+def test_sampling_params_validation():
+    with pytest.raises(ValueError):
+        SamplingParams(n=0)
+    with pytest.raises(ValueError):
+        SamplingParams(top_p=0)
+    assert SamplingParams.from_dict({"stop": ["x"], "n": 2}).stop == ("x",)
