@@ -188,8 +188,10 @@ class ModelConfig(_Section):
 
 
 class EngineConfig(_Section):
-    backend: Literal["transformers", "vllm"] = _field(
-        "transformers", "Rollout engine: `transformers` (CPU default, also GPU) or `vllm` (GPU)."
+    backend: Literal["transformers", "vllm", "scripted"] = _field(
+        "transformers",
+        "Rollout engine: `transformers` (CPU default, also GPU), `vllm` (GPU), or `scripted` "
+        "(rule-played roles for pipeline tests; the model is still trained).",
     )
     generation_token_budget: int = _field(
         16384, "Prompt+completion tokens per generation batch (transformers backend).", ge=1
@@ -198,6 +200,11 @@ class EngineConfig(_Section):
     ray_address: str = _field(
         "local", "'local' starts a private Ray; 'auto' or 'host:port' or 'ray://...' joins a cluster."
     )
+
+
+class TrackingConfig(_Section):
+    mlflow: bool = _field(True, "Log the run to MLflow (one MLflow run per spell run).")
+    mlflow_uri: str = _field("", "MLflow tracking URI; empty = sqlite:///<runs_dir>/mlflow.db (no server needed).")
 
 
 class SpellConfig(_Section):
@@ -216,6 +223,7 @@ class SpellConfig(_Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @property
     def verifier_groups_per_step(self) -> int:

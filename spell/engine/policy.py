@@ -157,12 +157,15 @@ class Policy:
             ref.eval().requires_grad_(False)
         self.learner = Learner(self.model, self.spec.learner, pad_id=self.pad_id, ref_model=ref)
         self.generator = self._make_generator()
+        self.trained_iteration = 0
         if checkpoint:
             opt = load_optimizer_state(checkpoint)
             if opt is not None:
                 self.learner.optimizer.load_state_dict(opt)
             st = read_state(checkpoint)
             self.learner.steps = int(st.get("learner_steps", 0))
+            self.learner.skipped_steps = int(st.get("skipped_steps", 0))
+            self.trained_iteration = int(st.get("trained_iteration", st.get("iteration", 0)))
             rng = Path(checkpoint) / "rng.json"
             if rng.is_file():
                 import json
@@ -170,6 +173,10 @@ class Policy:
                 restore_rng(json.loads(rng.read_text()))
 
     def _make_generator(self) -> Any:
+        if self.spec.backend == "scripted":  # test double for pipeline tests (see spell.engine.scripted)
+            from spell.engine.scripted import ScriptedGenerator
+
+            return ScriptedGenerator(self.tokenizer)
         if self.spec.backend == "vllm":
             from spell.engine.vllm_backend import VLLMGenerator
 
@@ -186,6 +193,37 @@ class Policy:
         sp = params if isinstance(params, SamplingParams) else SamplingParams.from_dict(params)
         return [[c.to_dict() for c in row] for row in self.generator.generate(prompts, sp)]
 
+    def rollout(
+        self, prompts: list[Prompt], params: dict[str, Any] | SamplingParams, max_prompt_tokens: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Per prompt: its token ids and its completions. Prompts longer than `max_prompt_tokens` are not
+        generated: they come back with `prompt_too_long` completions, so callers can count them."""
+        sp = params if isinstance(params, SamplingParams) else SamplingParams.from_dict(params)
+        ids = self.render(prompts)
+        keep = [i for i, x in enumerate(ids) if max_prompt_tokens is None or len(x) <= max_prompt_tokens]
+        results: list[dict[str, Any]] = [
+            {
+                "prompt_ids": x,
+                "completions": [
+                    {
+                        "prompt_index": i,
+                        "sample_index": j,
+                        "text": "",
+                        "token_ids": [],
+                        "finish_reason": "prompt_too_long",
+                        "prompt_tokens": len(x),
+                    }
+                    for j in range(sp.n)
+                ],
+            }
+            for i, x in enumerate(ids)
+        ]
+        if keep:
+            rows = self.generator.generate([ids[i] for i in keep], sp)
+            for i, row in zip(keep, rows, strict=True):
+                results[i]["completions"] = [{**c.to_dict(), "prompt_index": i} for c in row]
+        return results
+
     def render(self, prompts: list[Prompt]) -> list[list[int]]:
         return [render_prompt(self.tokenizer, p) for p in prompts]
 
@@ -194,8 +232,11 @@ class Policy:
 
     # -- training ----------------------------------------------------------------------------------
 
-    def train_step(self, seqs: list[dict[str, Any]]) -> dict[str, float]:
+    def train_step(self, seqs: list[dict[str, Any]], iteration: int | None = None) -> dict[str, float]:
+        """One GRPO step; `iteration` records which self-play iteration these weights now include."""
         metrics = self.learner.train_step([TrainSequence.from_dict(s) for s in seqs])
+        if iteration is not None:
+            self.trained_iteration = max(self.trained_iteration, iteration)
         if hasattr(self.generator, "sync_weights") and not metrics.get("skipped"):
             self.generator.sync_weights(self.model)
         return metrics
@@ -211,7 +252,13 @@ class Policy:
             import copy
 
             model = copy.deepcopy(self.model).merge_and_unload()
-        st = {"learner_steps": self.learner.steps, "spec": self.spec.to_dict(), **(state or {})}
+        st = {
+            "learner_steps": self.learner.steps,
+            "skipped_steps": self.learner.skipped_steps,
+            "trained_iteration": self.trained_iteration,
+            "spec": self.spec.to_dict(),
+            **(state or {}),
+        }
         out = save_checkpoint(root, name, model, self.tokenizer, self.learner.optimizer, st)
         return str(out)
 
@@ -223,6 +270,7 @@ class Policy:
             "parameters": int(n),
             "learner_steps": self.learner.steps,
             "skipped_steps": self.learner.skipped_steps,
+            "trained_iteration": self.trained_iteration,
             "backend": self.spec.backend,
         }
 

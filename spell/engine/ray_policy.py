@@ -55,8 +55,10 @@ def policy_actor(
     checkpoint_root: str | None = None,
     detached: bool = False,
     num_cpus: float = 1.0,
+    initial_checkpoint: str | None = None,
 ) -> Any:
-    """The named policy actor: reused when alive, else created from the latest checkpoint."""
+    """The named policy actor: reused when alive, else created from the latest checkpoint under
+    `checkpoint_root`, else from `initial_checkpoint`, else from the base model."""
     import ray
 
     try:
@@ -64,6 +66,7 @@ def policy_actor(
     except ValueError:
         pass
     ckpt = latest_checkpoint(checkpoint_root) if checkpoint_root else None
+    ckpt = ckpt or initial_checkpoint
     actor_cls = ray.remote(Policy)
     options: dict[str, Any] = dict(
         name=name,

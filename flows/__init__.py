@@ -1,0 +1,1 @@
+"""Prefect flows: `spell-iteration` (one self-play iteration), `spell-train` (many, resumable)."""

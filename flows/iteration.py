@@ -1,0 +1,232 @@
+"""`spell-iteration`: one self-play iteration of a named run, each stage a Prefect task.
+
+    prefect deployment run spell-iteration/local -p run=demo          # after `spell deploy`
+    spell run --config configs/cpu-smoke.yaml --iterations 1          # the same flow, in-process
+
+Dynamic sampling repeats sample-docs -> question -> respond -> verify-vote -> reward in rounds until
+`sampling.train_batch_size` usable responder groups exist (at most `sampling.max_rounds`); then the
+batch is selected, one GRPO step is taken and a checkpoint is written. Every stage writes Parquet under
+`runs/<run>/iter_<k>/` and is skipped on re-run when its inputs and config are unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from spell.config import SpellConfig, dump_config, load_config
+from spell.corpus import load_corpus
+from storage.io import write_text
+from storage.layout import Manifest, RunLayout
+from storage.summary import iteration_metrics
+from tasks.checkpoint import checkpoint
+from tasks.common import StageContext
+from tasks.grpo_step import grpo_step
+from tasks.question import question
+from tasks.respond import respond
+from tasks.reward import reward, select_batch
+from tasks.sample_docs import sample_docs
+from tasks.verify import verify
+
+
+class NoUsableGroups(RuntimeError):
+    """Dynamic sampling found no responder group with reward variance within max_rounds."""
+
+
+def resolve(config: str | None, overrides: list[str] | None, run: str | None) -> SpellConfig:
+    cfg = load_config(config, overrides)
+    if run:
+        cfg.run.name = run
+    return cfg
+
+
+def run_iteration(
+    cfg: SpellConfig,
+    iteration: int | None = None,
+    branch: str = "",
+    from_stage: str | None = None,
+    initial_checkpoint: str | None = None,
+) -> dict[str, Any]:
+    """The body of `spell-iteration`, callable from any flow (or from tests through a flow)."""
+    try:
+        log: Any = get_run_logger()
+    except Exception:
+        log = logging.getLogger("spell")
+    layout = RunLayout(cfg.run.runs_dir, cfg.run.name)
+    layout.check_writable()
+    k = iteration or layout.next_iteration()
+    prev = layout.checkpoints / f"iter_{k - 1:04d}"
+    ctx = StageContext(cfg, layout, k, branch, initial_checkpoint or (str(prev) if prev.is_dir() else None))
+    ctx.iter_dir.mkdir(parents=True, exist_ok=True)
+    if not branch:
+        write_text(layout.root / "config.yaml", dump_config(cfg))
+    write_text(ctx.iter_dir / "config.yaml", dump_config(cfg))
+    corpus = load_corpus(cfg.data.corpus, seed=cfg.run.seed)
+    if corpus.rejects:
+        write_rejects(ctx.iter_dir / "corpus_rejects.json", corpus.rejects)
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    usable, rounds = 0, 0
+    for rnd in range(1, cfg.sampling.max_rounds + 1):
+        rounds = rnd
+        for name, fn, args in (
+            ("sample_docs", sample_docs, (ctx, rnd, corpus)),
+            ("question", question, (ctx, rnd)),
+            ("respond", respond, (ctx, rnd, corpus)),
+            ("verify", verify, (ctx, rnd)),
+            ("reward", reward, (ctx, rnd)),
+        ):
+            out = fn(*args)
+            timings[name] = timings.get(name, 0.0) + (0.0 if out.get("skipped") else out.get("seconds", 0.0))
+            if name == "reward":
+                usable += int(out["usable_groups"])
+        log.info(
+            "iteration %d round %d: %d usable responder groups so far (target %d)",
+            k,
+            rnd,
+            usable,
+            cfg.sampling.train_batch_size,
+        )
+        if usable >= cfg.sampling.train_batch_size:
+            break
+    if usable == 0:
+        raise NoUsableGroups(
+            f"iteration {k}: no responder group with reward variance after {rounds} rounds "
+            f"(sampling.max_rounds={cfg.sampling.max_rounds}); the questions were all too easy, too hard or "
+            "unparsable. Nothing was trained; the round artifacts are kept for inspection."
+        )
+    if usable < cfg.sampling.train_batch_size:
+        log.warning(
+            "iteration %d: only %d of %d groups after %d rounds; training on what there is",
+            k,
+            usable,
+            cfg.sampling.train_batch_size,
+            rounds,
+        )
+    for name, fn, args in (
+        ("select_batch", select_batch, (ctx, rounds)),
+        ("grpo_step", grpo_step, (ctx,)),
+        ("checkpoint", checkpoint, (ctx,)),
+    ):
+        out = fn(*args)
+        timings[name] = 0.0 if out.get("skipped") else out.get("seconds", 0.0)
+    manifest = Manifest(ctx.iter_dir)
+    manifest.data.update(
+        complete=True, rounds=rounds, usable_groups=usable, wall_seconds=round(time.perf_counter() - start, 3)
+    )
+    manifest.save()
+    metrics = iteration_metrics(ctx.iter_dir)
+    metrics.update({f"seconds/{n}": v for n, v in timings.items()})
+    metrics["iteration/rounds"] = rounds
+    if cfg.tracking.mlflow:
+        from storage.tracking import Tracker
+
+        tracker = Tracker(layout, cfg.tracking.mlflow_uri)
+        tracker.log_config(cfg.model_dump(mode="json"))
+        tracker.log_iteration(k, metrics, {f"checkpoint.iter_{k:04d}": str(ctx.checkpoint_root / f"iter_{k:04d}")})
+    return {
+        "run": layout.run,
+        "iteration": k,
+        "branch": branch,
+        "dir": str(ctx.iter_dir),
+        "rounds": rounds,
+        "usable_groups": usable,
+        "metrics": metrics,
+        "timings": timings,
+    }
+
+
+def write_rejects(path: Path, rejects: list[dict[str, str]]) -> None:
+    import json
+
+    write_text(path, json.dumps(rejects, indent=1))
+
+
+@flow(name="spell-iteration", log_prints=True)
+def spell_iteration(
+    run: str = "demo", config: str = "configs/cpu-smoke.yaml", iteration: int = 0, overrides: list[str] | None = None
+) -> dict[str, Any]:
+    """One self-play iteration of `run` (iteration 0 = the next one)."""
+    cfg = resolve(config, overrides, run)
+    return run_iteration(cfg, iteration or None)
+
+
+@flow(name="spell-train", log_prints=True)
+def spell_train(
+    run: str = "demo", config: str = "configs/cpu-smoke.yaml", iterations: int = 1, overrides: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """`iterations` more iterations of `run`, each a `spell-iteration` subflow; resumes where it stopped."""
+    cfg = resolve(config, overrides, run)
+    layout = RunLayout(cfg.run.runs_dir, cfg.run.name)
+    start = layout.next_iteration()
+    return [
+        spell_iteration(run=cfg.run.name, config=config, iteration=k, overrides=overrides)
+        for k in range(start, start + iterations)
+    ]
+
+
+__all__ = ["NoUsableGroups", "run_iteration", "spell_iteration", "spell_train"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Replay: re-run an iteration from a stage into a new branch directory, never touching the original.
+
+STAGE_ORDER = ("sample_docs", "question", "respond", "verify", "reward", "select_batch", "grpo_step", "checkpoint")
+STAGE_FILES = {
+    "sample_docs": ("prompts",),
+    "question": ("questions",),
+    "respond": ("grounding", "responses"),
+    "verify": ("verdicts",),
+    "reward": ("rewards",),
+    "select_batch": ("batch",),
+    "grpo_step": ("train_metrics",),
+}
+
+
+def prepare_replay(cfg: SpellConfig, iteration: int, from_stage: str) -> tuple[str, str | None]:
+    """Copy the stages before `from_stage` of iteration `iteration` into a new branch; return (branch, checkpoint)."""
+    import shutil
+
+    if from_stage not in STAGE_ORDER:
+        raise ValueError(f"--from must be one of {', '.join(STAGE_ORDER)}")
+    layout = RunLayout(cfg.run.runs_dir, cfg.run.name)
+    src = layout.iter_dir(iteration)
+    if not (src / "manifest.json").is_file():
+        raise FileNotFoundError(f"no iteration {iteration} in run {layout.run} ({src})")
+    n = 1
+    while layout.iter_dir(iteration, f"replay{n}").exists():
+        n += 1
+    branch = f"replay{n}"
+    dst = layout.iter_dir(iteration, branch)
+    dst.mkdir(parents=True)
+    original = Manifest(src)
+    copied = Manifest(dst)
+    keep = STAGE_ORDER[: STAGE_ORDER.index(from_stage)]
+    for key, rec in original.data["stages"].items():
+        stage = key.rsplit("_r", 1)[0] if key[-3:-2] == "r" and key[-2:].isdigit() else key
+        if stage in keep:
+            for name in rec["outputs"]:
+                shutil.copy2(src / name, dst / name)
+            copied.data["stages"][key] = {**rec, "copied_from": str(src)}
+    copied.data["replay_of"] = {"iteration": iteration, "from": from_stage, "dir": str(src)}
+    copied.save()
+    prev = layout.checkpoints / f"iter_{iteration - 1:04d}"
+    return branch, str(prev) if prev.is_dir() else None
+
+
+@flow(name="spell-replay", log_prints=True)
+def spell_replay(
+    run: str, iteration: int, from_stage: str = "reward", runs_dir: str = "runs", overrides: list[str] | None = None
+) -> dict[str, Any]:
+    """Re-run iteration `iteration` of `run` from `from_stage` into `iter_<k>.replay<n>/`, with the run's
+    stored config plus `overrides` (e.g. re-score rewards under another config without generating again)."""
+    saved = RunLayout(runs_dir, run).root / "config.yaml"
+    if not saved.is_file():
+        raise FileNotFoundError(f"run {run!r} has no config.yaml under {runs_dir}")
+    cfg = resolve(str(saved), [f"run.runs_dir={runs_dir}", *(overrides or [])], run)
+    branch, ckpt = prepare_replay(cfg, iteration, from_stage)
+    return run_iteration(cfg, iteration, branch=branch, initial_checkpoint=ckpt)

@@ -1,0 +1,198 @@
+"""The `spell` command line.
+
+spell run --config configs/cpu-smoke.yaml --iterations 2      # self-play iterations (Prefect flows)
+spell run --config configs/cpu-smoke.yaml --run smoke --resume
+spell history --runs-dir runs "SELECT role, avg(reward) FROM rewards GROUP BY role"
+spell replay --run smoke --iter 1 --from reward --set questioner.sigma=0.25
+spell deploy                                                   # serve spell-iteration/local etc.
+spell config show --config configs/cpu-smoke.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _quiet_env() -> None:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def _print_summary(result: dict[str, Any]) -> None:
+    m, t = result["metrics"], result["timings"]
+    branch = f" ({result['branch']})" if result["branch"] else ""
+    print(
+        f"\n== {result['run']} iteration {result['iteration']}{branch}: {result['rounds']} round(s), "
+        f"{result['usable_groups']} usable responder groups"
+    )
+    print(f"   {'role':<11}{'mean reward':>12}{'samples':>9}{'in batch':>9}")
+    for role in ("questioner", "responder", "verifier"):
+        mean = m.get(f"reward/{role}/mean")
+        n = sum(v for k, v in m.items() if k.startswith(f"reward/{role}/") and k.endswith("/n"))
+        print(
+            f"   {role:<11}{'' if mean is None else f'{mean:12.3f}':>12}{int(n):>9}"
+            f"{int(m.get(f'batch/{role}/n', 0)):>9}"
+        )
+    acc = {k.split("/")[1]: v for k, v in m.items() if k.startswith("responder/") and k.endswith("/accuracy")}
+    if acc:
+        print("   responder accuracy: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(acc.items())))
+    print(
+        f"   questioner parse rate {m.get('questioner/parse_rate', 0):.2f}; cases: "
+        + ", ".join(f"{k.split('/')[-2]} {int(v)}" for k, v in sorted(m.items()) if k.startswith("questioner/case/"))
+    )
+    print("   seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
+    nan = float("nan")
+    print(
+        f"   train: loss {m.get('train/loss', nan):.4f}, grad norm {m.get('train/grad_norm', nan):.3f}, "
+        f"tokens {int(m.get('train/tokens', 0))}"
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _quiet_env()
+    from flows.iteration import resolve, spell_iteration
+    from storage.layout import RunLayout
+
+    cfg = resolve(args.config, args.set, args.run)
+    layout = RunLayout(cfg.run.runs_dir, cfg.run.name)
+    layout.check_writable()
+    if layout.iterations() and not args.resume:
+        print(
+            f"run '{layout.run}' already has iterations in {layout.root}; add --resume to continue it, "
+            "or pick another --run",
+            file=sys.stderr,
+        )
+        return 2
+    overrides = [f"run.runs_dir={cfg.run.runs_dir}", *(args.set or [])]
+    start = layout.next_iteration()
+    for k in range(start, start + args.iterations):
+        result = spell_iteration(run=cfg.run.name, config=args.config, iteration=k, overrides=overrides)
+        _print_summary(result)
+    print(f"\nartifacts:  {layout.root}")
+    print(f"checkpoint: {layout.checkpoints}")
+    if cfg.tracking.mlflow:
+        print(f"mlflow:     {cfg.tracking.mlflow_uri or 'sqlite:///' + str(layout.runs_dir / 'mlflow.db')}")
+    print(f'next: spell history --runs-dir {cfg.run.runs_dir} "SELECT role, avg(reward) FROM rewards GROUP BY ALL"')
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from storage.views import VIEWS, open_history
+
+    con = open_history(args.runs_dir, args.run)
+    if args.sql:
+        rel = con.sql(args.sql)
+        if rel is not None:
+            rel.show(max_width=200, max_rows=args.limit)
+        return 0
+    print(f"views over {Path(args.runs_dir).resolve()} (each has run, iteration, branch columns):")
+    for v in VIEWS:
+        n = con.execute(f"SELECT count(*) FROM {v}").fetchone()[0]
+        print(f"  {v:<14}{n:>8} rows")
+    print('example: spell history "SELECT iteration, role, avg(reward) FROM rewards GROUP BY ALL ORDER BY ALL"')
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    _quiet_env()
+    from flows.iteration import spell_replay
+
+    result = spell_replay(
+        run=args.run, iteration=args.iter, from_stage=args.from_stage, runs_dir=args.runs_dir, overrides=args.set
+    )
+    _print_summary(result)
+    print(f"\nreplay written to {result['dir']} (the original iteration is untouched)")
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    _quiet_env()
+    from flows.deploy import serve_all
+
+    serve_all(config=args.config, runs_dir=args.runs_dir)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from spell.config import describe_config, dump_config, load_config
+
+    if args.action == "help":
+        print(describe_config())
+    else:
+        print(dump_config(load_config(args.config, args.set)), end="")
+    return 0
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    from spell.engine.tiny import build_tiny_model
+
+    print(build_tiny_model(args.out, arch=args.arch))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spell", description="SPELL self-play RL for long-context LLMs")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run self-play iterations (each a spell-iteration Prefect flow)")
+    r.add_argument("--config", default="configs/cpu-smoke.yaml")
+    r.add_argument("--run", default=None, help="run name (default: run.name of the config)")
+    r.add_argument("--iterations", type=int, default=1)
+    r.add_argument("--resume", action="store_true", help="continue an existing run where it stopped")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    r.set_defaults(fn=cmd_run)
+
+    h = sub.add_parser("history", help="query every run's artifacts with DuckDB")
+    h.add_argument("sql", nargs="?", default=None)
+    h.add_argument("--runs-dir", default="runs")
+    h.add_argument("--run", default=None)
+    h.add_argument("--limit", type=int, default=40)
+    h.set_defaults(fn=cmd_history)
+
+    rp = sub.add_parser("replay", help="re-run an iteration from a stage into a new branch directory")
+    rp.add_argument("--run", required=True)
+    rp.add_argument("--iter", type=int, required=True)
+    rp.add_argument("--from", dest="from_stage", default="reward")
+    rp.add_argument("--runs-dir", default="runs")
+    rp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    rp.set_defaults(fn=cmd_replay)
+
+    d = sub.add_parser("deploy", help="serve spell-iteration/local and spell-train/local on a Prefect server")
+    d.add_argument("--config", default="configs/cpu-smoke.yaml")
+    d.add_argument("--runs-dir", default="runs")
+    d.set_defaults(fn=cmd_deploy)
+
+    c = sub.add_parser("config", help="show the resolved config or every key's help")
+    c.add_argument("action", choices=["show", "help"])
+    c.add_argument("--config", default=None)
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    c.set_defaults(fn=cmd_config)
+
+    m = sub.add_parser("model", help="build a tiny random model offline (tests, smoke runs)")
+    m.add_argument("action", choices=["tiny"])
+    m.add_argument("out")
+    m.add_argument("--arch", default="qwen2", choices=["qwen2", "llama"])
+    m.set_defaults(fn=cmd_model)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from spell.config import ConfigError
+
+    try:
+        return int(args.fn(args) or 0)
+    except ConfigError as exc:
+        print(f"spell: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Document clusters: the corpus the questioner and responder read (paper §4.1, App. E.1).
+
+A corpus is a Parquet (or JSONL) table with one row per cluster: `cluster_id`, `task` (one of the
+three tasks) and `documents` (a list of strings). Bad rows are skipped and recorded with a reason,
+never silently dropped. `builtin:smoke` is a small synthetic corpus for tests and the smoke preset.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spell.config import TASKS
+
+BUILTIN_SMOKE = "builtin:smoke"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    cluster_id: str
+    task: str
+    documents: tuple[str, ...]
+
+
+@dataclass
+class Corpus:
+    clusters: dict[str, Cluster]
+    rejects: list[dict[str, str]] = field(default_factory=list)
+
+    def by_task(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {t: [] for t in TASKS}
+        for c in self.clusters.values():
+            out[c.task].append(c.cluster_id)
+        return out
+
+
+class CorpusError(ValueError):
+    pass
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    if path.suffix in (".jsonl", ".json"):
+        rows = []
+        for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                rows.append({"__error__": f"line {n}: not JSON ({exc.msg})"})
+        return rows
+    raise CorpusError(f"{path}: unsupported corpus format (use .parquet or .jsonl)")
+
+
+def load_corpus(source: str, min_docs: int = 1, seed: int = 0) -> Corpus:
+    """Load clusters; every rejected row is kept in `rejects` with its reason."""
+    if source == BUILTIN_SMOKE:
+        rows = synthetic_rows(seed=seed)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise CorpusError(
+                f"corpus not found: {source} (set data.corpus to a .parquet/.jsonl file or {BUILTIN_SMOKE})"
+            )
+        rows = _read_rows(path)
+    clusters: dict[str, Cluster] = {}
+    rejects: list[dict[str, str]] = []
+    for i, row in enumerate(rows):
+        cid = str(row.get("cluster_id", f"<row {i}>")) if isinstance(row, dict) else f"<row {i}>"
+        reason = _problem(row, clusters, min_docs)
+        if reason:
+            rejects.append({"cluster_id": cid, "reason": reason})
+            continue
+        docs = tuple(d.strip() for d in row["documents"])
+        clusters[cid] = Cluster(cid, row["task"], docs)
+    if not clusters:
+        raise CorpusError(f"corpus {source} has no usable cluster ({len(rejects)} rejected, e.g. {rejects[:3]})")
+    return Corpus(clusters, rejects)
+
+
+def _problem(row: Any, seen: dict[str, Cluster], min_docs: int) -> str | None:
+    if not isinstance(row, dict):
+        return "row is not a mapping"
+    if "__error__" in row:
+        return row["__error__"]
+    for col in ("cluster_id", "task", "documents"):
+        if col not in row or row[col] is None:
+            return f"missing column '{col}'"
+    if str(row["cluster_id"]) in seen:
+        return "duplicate cluster_id"
+    if row["task"] not in TASKS:
+        return f"unknown task {row['task']!r}"
+    docs = row["documents"]
+    if not isinstance(docs, list | tuple):
+        return "documents is not a list"
+    if not all(isinstance(d, str) for d in docs):
+        return "documents holds non-text values"
+    if any(not d.strip() for d in docs):
+        return "documents holds empty text"
+    if len(docs) < min_docs:
+        return f"only {len(docs)} documents (< {min_docs})"
+    return None
+
+
+def write_corpus(path: str | Path, clusters: list[Cluster]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(
+        [{"cluster_id": c.cluster_id, "task": c.task, "documents": list(c.documents)} for c in clusters]
+    )
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# A small synthetic corpus: fictional towns with dates, people and numbers, so questions have answers.
+
+_TOWNS = [
+    "Varnholt",
+    "Ostmere",
+    "Kelburn",
+    "Dravik",
+    "Lunsford",
+    "Marrow",
+    "Teshlin",
+    "Quorra",
+    "Bellacombe",
+    "Fenwick",
+    "Orlay",
+    "Zanther",
+]
+_PEOPLE = ["Edda Krone", "Tomas Vell", "Ilse Marr", "Oren Pask", "Lida Fourn", "Beno Strahl", "Cato Wynn"]
+_TRADES = ["wool", "salt", "copper", "glass", "timber", "amber", "linen"]
+
+
+def _doc(rng: random.Random) -> str:
+    town, person, trade = rng.choice(_TOWNS), rng.choice(_PEOPLE), rng.choice(_TRADES)
+    year, length, people = rng.randint(1100, 1900), rng.randint(40, 900), rng.randint(300, 90000)
+    revenue = rng.randint(12, 950)
+    return (
+        f"The town of {town} was founded in {year} by {person}. Its bridge is {length} meters long and "
+        f"{people} people live there. The {trade} trade earned {revenue} million crowns in the last year."
+    )
+
+
+def synthetic_rows(clusters_per_task: int = 6, docs_per_cluster: int = 8, seed: int = 0) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    rows = []
+    for task in TASKS:
+        for i in range(clusters_per_task):
+            rows.append(
+                {
+                    "cluster_id": f"{task}-{i:03d}",
+                    "task": task,
+                    "documents": [_doc(rng) for _ in range(docs_per_cluster)],
+                }
+            )
+    return rows

@@ -1,0 +1,58 @@
+"""Atomic Parquet and JSON writes: a temporary name, fsync, then rename, so a killed process never
+leaves a half file that looks complete (readers glob `*.parquet`, never `*.tmp`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from storage.schemas import SCHEMAS
+
+
+def _fsync_replace(tmp: Path, final: Path) -> None:
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+
+
+def to_table(kind: str, rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows -> a table with the stage's schema; a missing column is an error, extra keys are dropped."""
+    schema = SCHEMAS[kind]
+    missing = [f.name for f in schema if rows and f.name not in rows[0]]
+    if missing:
+        raise KeyError(f"{kind} rows lack columns {missing}")
+    return pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in rows], schema=schema)
+
+
+def write_rows(path: str | Path, kind: str, rows: list[dict[str, Any]]) -> Path:
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(final.name + ".tmp")
+    pq.write_table(to_table(kind, rows), tmp, compression="zstd")
+    _fsync_replace(tmp, final)
+    return final
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    return pq.read_table(path).to_pylist()
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(final.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    _fsync_replace(tmp, final)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(final.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    _fsync_replace(tmp, final)

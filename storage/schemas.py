@@ -1,0 +1,150 @@
+"""Parquet schemas of every stage artifact, defined once. Ids join them:
+
+prompts.prompt_id = questions.question_id = grounding.question_id = responses.question_id;
+responses.response_id = verdicts.response_id; rewards.sample_id is a question_id, response_id or
+verdict_id depending on `role`; batch rows point at the same sample ids.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+_ids = [
+    ("run", pa.string()),
+    ("iteration", pa.int32()),
+    ("round", pa.int32()),
+]
+_tokens = [
+    ("prompt_ids", pa.list_(pa.int32())),
+    ("response_ids", pa.list_(pa.int32())),
+    ("finish_reason", pa.string()),
+    ("prompt_tokens", pa.int32()),
+    ("response_tokens", pa.int32()),
+]
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "prompts": pa.schema(
+        _ids
+        + [
+            ("prompt_id", pa.string()),
+            ("task", pa.string()),
+            ("cluster_id", pa.string()),
+            ("n_docs", pa.int32()),
+            ("doc_indices", pa.list_(pa.int32())),
+            ("new_doc_indices", pa.list_(pa.int32())),
+            ("history_size", pa.int32()),
+            ("target_letter", pa.string()),
+            ("context_chars", pa.int64()),
+            ("prompt", pa.string()),
+        ]
+    ),
+    "questions": pa.schema(
+        _ids
+        + [
+            ("question_id", pa.string()),
+            ("task", pa.string()),
+            ("cluster_id", pa.string()),
+            ("text", pa.string()),
+            ("status", pa.string()),
+            ("reason", pa.string()),
+            ("question", pa.string()),
+            ("answer", pa.string()),
+            ("options", pa.string()),
+            ("responder_question", pa.string()),
+        ]
+        + _tokens
+    ),
+    "grounding": pa.schema(
+        _ids
+        + [
+            ("question_id", pa.string()),
+            ("task", pa.string()),
+            ("sample", pa.int32()),
+            ("text", pa.string()),
+            ("prediction", pa.string()),
+            ("rule_score", pa.float32()),
+            ("finish_reason", pa.string()),
+        ]
+    ),
+    "responses": pa.schema(
+        _ids
+        + [
+            ("response_id", pa.string()),
+            ("question_id", pa.string()),
+            ("task", pa.string()),
+            ("sample", pa.int32()),
+            ("text", pa.string()),
+            ("prediction", pa.string()),
+            ("rule_score", pa.float32()),
+        ]
+        + _tokens
+    ),
+    "verdicts": pa.schema(
+        _ids
+        + [
+            ("verdict_id", pa.string()),
+            ("response_id", pa.string()),
+            ("question_id", pa.string()),
+            ("task", pa.string()),
+            ("sample", pa.int32()),
+            ("text", pa.string()),
+            ("vote", pa.int8()),
+            ("majority", pa.int8()),
+        ]
+        + _tokens
+    ),
+    "rewards": pa.schema(
+        _ids
+        + [
+            ("sample_id", pa.string()),
+            ("role", pa.string()),
+            ("task", pa.string()),
+            ("group_id", pa.string()),
+            ("cluster_id", pa.string()),
+            ("reward", pa.float32()),
+            ("case", pa.string()),
+            ("rule_score", pa.float32()),
+            ("majority", pa.int8()),
+            ("agreement", pa.float32()),
+            ("eligible", pa.bool_()),
+            ("group_mean", pa.float32()),
+            ("admitted", pa.bool_()),
+        ]
+    ),
+    "batch": pa.schema(
+        [("run", pa.string()), ("iteration", pa.int32())]
+        + [
+            ("sample_id", pa.string()),
+            ("role", pa.string()),
+            ("task", pa.string()),
+            ("group_id", pa.string()),
+            ("reward", pa.float32()),
+            ("advantage", pa.float32()),
+            ("prompt_ids", pa.list_(pa.int32())),
+            ("response_ids", pa.list_(pa.int32())),
+        ]
+    ),
+    "train_metrics": pa.schema(
+        [("run", pa.string()), ("iteration", pa.int32())]
+        + [
+            (name, pa.float64())
+            for name in (
+                "loss",
+                "grad_norm",
+                "clip_fraction",
+                "ratio_mean",
+                "kl_mean",
+                "tokens",
+                "sequences",
+                "padding_fraction",
+                "micro_batches",
+                "skipped",
+                "seconds",
+            )
+        ]
+        + [("learner_steps", pa.int64())]
+    ),
+}
+
+ROUND_STAGES = ("prompts", "questions", "grounding", "responses", "verdicts", "rewards")
+ITERATION_STAGES = ("batch", "train_metrics")

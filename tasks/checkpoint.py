@@ -1,0 +1,28 @@
+"""Stage 7, checkpoint: HF safetensors weights, optimizer, RNG and the resolved config of the run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from spell.config import dump_config
+from tasks.common import StageContext, call, policy, run_stage
+
+
+@task(name="checkpoint", task_run_name="checkpoint-i{ctx.iteration}")
+def checkpoint(ctx: StageContext) -> dict[str, Any]:
+    name = f"iter_{ctx.iteration:04d}"
+    target = ctx.checkpoint_root / name
+
+    def compute() -> dict[str, Any]:
+        path = call(
+            policy(ctx),
+            "save",
+            str(ctx.checkpoint_root),
+            name,
+            {"iteration": ctx.iteration, "run": ctx.layout.run, "config": dump_config(ctx.cfg)},
+        )
+        return {"path": path}
+
+    return run_stage(ctx, "checkpoint", [ctx.file("train_metrics")], [], compute, force=not (target / "model").is_dir())

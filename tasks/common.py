@@ -1,0 +1,138 @@
+"""What every stage task shares: the iteration context, manifest-based skipping, the policy actor."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spell.config import SpellConfig, dump_config
+from storage.io import read_rows
+from storage.layout import Manifest, RunLayout
+
+
+@dataclass
+class StageContext:
+    """One iteration of one run (or of a replay branch of it)."""
+
+    cfg: SpellConfig
+    layout: RunLayout
+    iteration: int
+    branch: str = ""
+    initial_checkpoint: str | None = None
+    _hash: str = field(default="", repr=False)
+
+    @property
+    def iter_dir(self) -> Path:
+        return self.layout.iter_dir(self.iteration, self.branch)
+
+    @property
+    def config_hash(self) -> str:
+        if not self._hash:
+            self._hash = hashlib.sha256(dump_config(self.cfg).encode()).hexdigest()[:16]
+        return self._hash
+
+    def file(self, kind: str, rnd: int | None = None) -> Path:
+        return self.layout.stage_file(self.iteration, kind, rnd, self.branch)
+
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.iter_dir / "checkpoints" if self.branch else self.layout.checkpoints
+
+    @property
+    def actor_name(self) -> str:
+        return f"spell-{self.layout.run}" + (f"-{self.branch}" if self.branch else "")
+
+    def read(self, kind: str, rnd: int | None = None) -> list[dict[str, Any]]:
+        p = self.file(kind, rnd)
+        return read_rows(p) if p.is_file() else []
+
+
+def run_stage(
+    ctx: StageContext,
+    key: str,
+    inputs: list[Path],
+    outputs: list[Path],
+    compute: Callable[[], dict[str, Any]],
+    force: bool = False,
+) -> dict[str, Any]:
+    """Run `compute` unless the manifest says this stage already ran on the same inputs and config."""
+    manifest = Manifest(ctx.iter_dir)
+    if not force and manifest.is_done(key, ctx.config_hash, inputs):
+        return {**manifest.stage(key).get("summary", {}), "skipped": True}
+    start = time.perf_counter()
+    _maybe_fault(key, "before")
+    summary = compute()
+    _maybe_fault(key, "after")
+    seconds = time.perf_counter() - start
+    summary = {**summary, "seconds": round(seconds, 3)}
+    manifest = Manifest(ctx.iter_dir)  # re-read: nothing else writes it, but stay correct if it did
+    manifest.record(key, ctx.config_hash, inputs, outputs, summary=summary)
+    return {**summary, "skipped": False}
+
+
+def _maybe_fault(key: str, when: str) -> None:
+    """Fault injection for the kill/resume tests: SPELL_FAULT_KILL=<stage key>:<before|after> sends this
+    process SIGKILL at that point (after = the stage's output is written, its manifest entry is not)."""
+    target = os.environ.get("SPELL_FAULT_KILL")
+    if target and target == f"{key}:{when}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# A non-detached Ray actor dies with its last handle, named or not: this process keeps one handle per
+# actor so the policy (and its trained weights) lives from one stage to the next.
+_HANDLES: dict[str, Any] = {}
+
+
+def policy(ctx: StageContext) -> Any:
+    """The run's named policy actor, created from the newest checkpoint when missing."""
+    import ray
+
+    from spell.engine.policy import PolicySpec
+    from spell.engine.ray_policy import connect, policy_actor
+
+    connect(ctx.cfg.engine.ray_address)
+    handle = _HANDLES.get(ctx.actor_name)
+    if handle is not None:
+        try:
+            ray.get(handle.info.remote(), timeout=60)
+            return handle
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            _HANDLES.pop(ctx.actor_name, None)  # died: rebuilt below from the latest checkpoint
+    handle = policy_actor(
+        ctx.actor_name,
+        PolicySpec.from_config(ctx.cfg),
+        checkpoint_root=str(ctx.checkpoint_root),
+        initial_checkpoint=ctx.initial_checkpoint,
+    )
+    _HANDLES[ctx.actor_name] = handle
+    return handle
+
+
+def forget_policy(name: str) -> None:
+    _HANDLES.pop(name, None)
+
+
+def call(handle: Any, method: str, *args: Any) -> Any:
+    import ray
+
+    return ray.get(getattr(handle, method).remote(*args))
+
+
+def sampling(ctx: StageContext, n: int, stage: str, rnd: int) -> dict[str, Any]:
+    from spell.stages import stage_seed
+
+    r = ctx.cfg.rollout
+    return {
+        "n": n,
+        "temperature": r.temperature,
+        "top_p": r.top_p,
+        "top_k": r.top_k,
+        "max_new_tokens": r.max_new_tokens,
+        "seed": stage_seed(ctx.cfg.run.seed, ctx.iteration, rnd, stage),
+    }

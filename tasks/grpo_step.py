@@ -1,0 +1,52 @@
+"""Stage 6, GRPO step: one unified policy update on the batch, inside the Ray policy actor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from storage.io import read_rows, write_rows
+from tasks.common import StageContext, call, policy, run_stage
+
+METRIC_KEYS = (
+    "loss",
+    "grad_norm",
+    "clip_fraction",
+    "ratio_mean",
+    "kl_mean",
+    "tokens",
+    "sequences",
+    "padding_fraction",
+    "micro_batches",
+    "skipped",
+    "seconds",
+)
+
+
+@task(name="grpo-step", task_run_name="grpo-step-i{ctx.iteration}")
+def grpo_step(ctx: StageContext) -> dict[str, Any]:
+    src, out = ctx.file("batch"), ctx.file("train_metrics")
+    actor = policy(ctx)
+    # The manifest alone cannot tell whether *this* actor already took the step: a fresh actor built
+    # from the previous checkpoint after a kill has not, so the step is re-applied (deterministically).
+    applied = call(actor, "info")["trained_iteration"] >= ctx.iteration
+
+    def compute() -> dict[str, Any]:
+        batch = read_rows(src)
+        seqs = [
+            {"prompt_ids": b["prompt_ids"], "response_ids": b["response_ids"], "advantage": b["advantage"]}
+            for b in batch
+        ]
+        m = call(actor, "train_step", seqs, ctx.iteration)
+        steps = call(actor, "info")["learner_steps"]
+        row = {
+            "run": ctx.layout.run,
+            "iteration": ctx.iteration,
+            **{k: float(m.get(k, 0.0)) for k in METRIC_KEYS},
+            "learner_steps": steps,
+        }
+        write_rows(out, "train_metrics", [row])
+        return {"path": str(out), **{k: row[k] for k in ("loss", "grad_norm", "tokens", "skipped")}}
+
+    return run_stage(ctx, "grpo_step", [src], [out], compute, force=not applied)

@@ -1,0 +1,29 @@
+"""Stage 2, question: one questioner sample per prompt, parsed into a question with a status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from spell.stages import question_rows
+from storage.io import read_rows, write_rows
+from tasks.common import StageContext, call, policy, run_stage, sampling
+
+
+@task(name="question", task_run_name="question-i{ctx.iteration}-r{rnd}", retries=2, retry_delay_seconds=5)
+def question(ctx: StageContext, rnd: int) -> dict[str, Any]:
+    src, out = ctx.file("prompts", rnd), ctx.file("questions", rnd)
+
+    def compute() -> dict[str, Any]:
+        prompts = read_rows(src)
+        actor = policy(ctx)
+        rollouts = call(actor, "rollout", [p["prompt"] for p in prompts], sampling(ctx, 1, "question", rnd))
+        rows = question_rows(prompts, rollouts, ctx.cfg, lambda s: call(actor, "count_tokens", [s])[0])
+        write_rows(out, "questions", rows)
+        statuses: dict[str, int] = {}
+        for r in rows:
+            statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+        return {"path": str(out), "rows": len(rows), **{f"status_{k}": v for k, v in statuses.items()}}
+
+    return run_stage(ctx, f"question_r{rnd:02d}", [src], [out], compute)

@@ -1,0 +1,62 @@
+"""Stage 5, reward: role rewards per round, then the training batch over all rounds with advantages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from spell.stages import batch_rows, reward_rows, usable_group_count
+from storage.io import read_rows, write_rows
+from tasks.common import StageContext, run_stage
+
+
+@task(name="reward", task_run_name="reward-i{ctx.iteration}-r{rnd}")
+def reward(ctx: StageContext, rnd: int) -> dict[str, Any]:
+    kinds = ("questions", "grounding", "responses", "verdicts")
+    srcs = [ctx.file(k, rnd) for k in kinds]
+    out = ctx.file("rewards", rnd)
+
+    def compute() -> dict[str, Any]:
+        q, g, r, v = (read_rows(p) for p in srcs)
+        rows = reward_rows(q, g, r, v, ctx.cfg)
+        write_rows(out, "rewards", rows)
+        cases: dict[str, int] = {}
+        for x in rows:
+            if x["role"] == "questioner":
+                cases[x["case"]] = cases.get(x["case"], 0) + 1
+        return {
+            "path": str(out),
+            "rows": len(rows),
+            "usable_groups": usable_group_count(rows, ctx.cfg.sampling.dynamic),
+            **{f"case_{k}": n for k, n in cases.items()},
+        }
+
+    return run_stage(ctx, f"reward_r{rnd:02d}", srcs, [out], compute)
+
+
+@task(name="select-batch", task_run_name="select-batch-i{ctx.iteration}")
+def select_batch(ctx: StageContext, rounds: int) -> dict[str, Any]:
+    srcs = [ctx.file(k, r) for r in range(1, rounds + 1) for k in ("rewards", "questions", "responses", "verdicts")]
+    out = ctx.file("batch")
+
+    def compute() -> dict[str, Any]:
+        rewards: list[dict[str, Any]] = []
+        tokens: dict[str, tuple[list[int], list[int]]] = {}
+        for r in range(1, rounds + 1):
+            rewards += read_rows(ctx.file("rewards", r))
+            for kind, id_col in (
+                ("questions", "question_id"),
+                ("responses", "response_id"),
+                ("verdicts", "verdict_id"),
+            ):
+                for row in read_rows(ctx.file(kind, r)):
+                    tokens[row[id_col]] = (row["prompt_ids"], row["response_ids"])
+        rows = batch_rows(rewards, tokens, ctx.cfg, ctx.layout.run, ctx.iteration)
+        write_rows(out, "batch", rows)
+        by_role: dict[str, int] = {}
+        for x in rows:
+            by_role[x["role"]] = by_role.get(x["role"], 0) + 1
+        return {"path": str(out), "rows": len(rows), **{f"{k}_samples": n for k, n in by_role.items()}}
+
+    return run_stage(ctx, "select_batch", srcs, [out], compute)
