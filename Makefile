@@ -16,10 +16,11 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: setup
-	$(BIN)/spell run --config configs/cpu-smoke.yaml
+	$(BIN)/spell run --config configs/cpu-smoke.yaml --run smoke-$$(date +%Y%m%d-%H%M%S) --iterations 2
 
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -19,7 +19,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from spell.config import SpellConfig, dump_config, load_config
-from spell.corpus import load_corpus
+from spell.corpus import corpus_from_qa, load_corpus
 from storage.io import write_text
 from storage.layout import Manifest, RunLayout
 from storage.summary import iteration_metrics
@@ -65,7 +65,10 @@ def run_iteration(
     if not branch:
         write_text(layout.root / "config.yaml", dump_config(cfg))
     write_text(ctx.iter_dir / "config.yaml", dump_config(cfg))
-    corpus = load_corpus(cfg.data.corpus, seed=cfg.run.seed)
+    if cfg.run.mode == "rlvr":
+        corpus = corpus_from_qa(cfg.data.qa_file)
+    else:
+        corpus = load_corpus(cfg.data.corpus, seed=cfg.run.seed)
     if corpus.rejects:
         write_rejects(ctx.iter_dir / "corpus_rejects.json", corpus.rejects)
     start = time.perf_counter()
@@ -75,7 +78,7 @@ def run_iteration(
         rounds = rnd
         for name, fn, args in (
             ("sample_docs", sample_docs, (ctx, rnd, corpus)),
-            ("question", question, (ctx, rnd)),
+            ("question", question, (ctx, rnd, corpus)),
             ("respond", respond, (ctx, rnd, corpus)),
             ("verify", verify, (ctx, rnd)),
             ("reward", reward, (ctx, rnd)),

@@ -33,6 +33,12 @@ def _field(default: Any, help: str, **kw: Any) -> Any:
 
 
 class RunConfig(_Section):
+    mode: Literal["selfplay", "rlvr"] = _field(
+        "selfplay",
+        "'selfplay': SPELL. 'rlvr': the paper's static RLVR baseline (App. E.5): questions and gold answers come "
+        "from data.qa_file, the responder is rewarded by the rule check, and the questioner, grounding and "
+        "verifier stages are off.",
+    )
     name: str = _field("demo", "Run name; artifacts go to `<runs_dir>/<name>/`.", pattern=r"^[A-Za-z0-9_.-]+$")
     runs_dir: str = _field("runs", "Directory holding every run's artifacts, checkpoints and MLflow store.")
     seed: int = _field(0, "Global seed: task sampler, document subsets, MC target letters, generation.", ge=0)
@@ -44,6 +50,7 @@ class DataConfig(_Section):
         {t: 1.0 for t in TASKS},
         "Relative sampling weight per task; the paper uses equal weights (§4.1, App. E.1; spec Part A 'tasks').",
     )
+    qa_file: str = _field("", "Labelled QA file for run.mode=rlvr (HotpotQA, MuSiQue, TAT-QA or JSONL rows).")
     docs_per_visit: int = _field(
         5, "m: new documents shown to the questioner per visit of a cluster (paper §3.2, App. E.1).", ge=1
     )
@@ -207,6 +214,32 @@ class TrackingConfig(_Section):
     mlflow_uri: str = _field("", "MLflow tracking URI; empty = sqlite:///<runs_dir>/mlflow.db (no server needed).")
 
 
+class EvalConfig(_Section):
+    data_dir: str = _field("data/eval", "Folder holding the benchmark files (see spell/eval/benchmarks.py).")
+    benchmarks: list[str] = _field(
+        ["docmath", "frames", "hotpotqa", "2wikimqa", "musique", "longbench-v2"],
+        "Benchmarks to run (paper §4.2: DocMath, Frames, LongBench QA, LongBench-v2).",
+    )
+    limit: int = _field(0, "Questions per benchmark (0 = all).", ge=0)
+    n_samples: int = _field(8, "Samples per question, distinct seeds (paper App. E.4: 8).", ge=1)
+    temperature: float = _field(0.7, "Sampling temperature for evaluation (App. E.4).", ge=0)
+    top_p: float = _field(0.95, "Nucleus sampling for evaluation (App. E.4).", gt=0, le=1)
+    max_input_tokens: int = _field(16384, "Middle truncation keeps the first and last halves (LongBench).", ge=2)
+    max_new_tokens: int = _field(4096, "Longest answer (4K for instruct models, 20K for reasoning models).", ge=1)
+    judge: Literal["none", "openai", "self"] = _field(
+        "none", "LLM judge: an OpenAI-compatible endpoint, the evaluated model itself, or none (rule only)."
+    )
+    judge_base_url: str = _field("", "Base URL of the OpenAI-compatible judge (e.g. a vLLM server).")
+    judge_model: str = _field("gpt-oss-120b", "Judge model name (the paper used gpt-oss-120b).")
+    judge_api_key_env: str = _field("SPELL_JUDGE_API_KEY", "Environment variable holding the judge API key.")
+    judge_api_key_file: str = _field("", "File holding the judge API key (used when the variable is unset).")
+    judge_concurrency: int = _field(16, "Judge requests in flight at once.", ge=1)
+    judge_timeout: float = _field(60.0, "Seconds per judge request.", gt=0)
+    judge_retries: int = _field(4, "Retries of a failed judge request (backoff doubles each time).", ge=0)
+    judge_all: bool = _field(False, "Also judge samples the rule already scores correct (official: off).")
+    pass_k: list[int] = _field([1, 2, 4, 8], "k values of the unbiased pass@k (paper Eq. 11).")
+
+
 class SpellConfig(_Section):
     """The whole tree. Sections mirror the paper: roles, rewards, sampling, optimisation."""
 
@@ -224,6 +257,19 @@ class SpellConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _rlvr_mode(self) -> SpellConfig:
+        if self.run.mode == "rlvr":
+            if not self.data.qa_file:
+                raise ValueError("run.mode=rlvr needs data.qa_file (a labelled QA file)")
+            # The static baseline has no questioner to ground, no verifier, and rewards by the rule alone.
+            object.__setattr__(self.grounding, "enabled", False)
+            object.__setattr__(self.verifier, "enabled", False)
+            object.__setattr__(self.reward, "combine", "rule")
+            object.__setattr__(self.questioner, "update", False)
+        return self
 
     @property
     def verifier_groups_per_step(self) -> int:

@@ -29,6 +29,8 @@ class Cluster:
 class Corpus:
     clusters: dict[str, Cluster]
     rejects: list[dict[str, str]] = field(default_factory=list)
+    # run.mode=rlvr: the labelled question and golds of each cluster (one QA item per cluster)
+    qa: dict[str, Any] = field(default_factory=dict)
 
     def by_task(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {t: [] for t in TASKS}
@@ -107,6 +109,17 @@ def _problem(row: Any, seen: dict[str, Cluster], min_docs: int) -> str | None:
     if len(docs) < min_docs:
         return f"only {len(docs)} documents (< {min_docs})"
     return None
+
+
+def corpus_from_qa(path: str) -> Corpus:
+    """A corpus for the static RLVR baseline: each labelled QA item is a cluster holding its documents."""
+    from spell.qa import load_labelled_qa
+
+    items = load_labelled_qa(path)
+    if not items:
+        raise CorpusError(f"{path}: no usable labelled QA item")
+    clusters = {it.qa_id: Cluster(it.qa_id, it.task, it.documents) for it in items}
+    return Corpus(clusters, [], {it.qa_id: it for it in items})
 
 
 def write_corpus(path: str | Path, clusters: list[Cluster]) -> Path:

@@ -80,6 +80,31 @@ def sample_prompts(
     return rows
 
 
+def static_prompts(
+    corpus: Corpus, sampler: TaskSampler, cfg: SpellConfig, run: str, iteration: int, rnd: int
+) -> list[Row]:
+    """run.mode=rlvr: labelled questions stand in for the questioner (the paper's RLVR baseline)."""
+    rows = []
+    for j, (task, qid) in enumerate(sampler.draw(cfg.sampling.questions_per_round)):
+        item = corpus.qa[qid]
+        rows.append(
+            {
+                **_ids(run, iteration, rnd),
+                "prompt_id": f"i{iteration:04d}-r{rnd:02d}-q{j:04d}",
+                "task": task,
+                "cluster_id": qid,
+                "n_docs": len(item.documents),
+                "doc_indices": list(range(len(item.documents))),
+                "new_doc_indices": [],
+                "history_size": 0,
+                "target_letter": None,
+                "context_chars": sum(len(d) for d in item.documents),
+                "prompt": item.question,
+            }
+        )
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------------
 # question
 
@@ -119,6 +144,34 @@ def question_rows(
                 "options": json.dumps(parsed.options) if parsed.options else None,
                 "responder_question": parsed.responder_question(),
                 **_token_cols(ro["prompt_ids"], c),
+            }
+        )
+    return out
+
+
+def static_question_rows(prompt_rows: Sequence[Row], corpus: Corpus) -> list[Row]:
+    """run.mode=rlvr: the labelled question and its first gold answer, no generation."""
+    out = []
+    for p in prompt_rows:
+        item = corpus.qa[p["cluster_id"]]
+        out.append(
+            {
+                **_ids(p["run"], p["iteration"], p["round"]),
+                "question_id": p["prompt_id"],
+                "task": p["task"],
+                "cluster_id": p["cluster_id"],
+                "text": "",
+                "status": "ok",
+                "reason": "labelled",
+                "question": item.question,
+                "answer": item.golds[0],
+                "options": None,
+                "responder_question": item.question,
+                "prompt_ids": [],
+                "response_ids": [],
+                "finish_reason": "static",
+                "prompt_tokens": 0,
+                "response_tokens": 0,
             }
         )
     return out

@@ -46,7 +46,9 @@ class StageContext:
 
     @property
     def actor_name(self) -> str:
-        return f"spell-{self.layout.run}" + (f"-{self.branch}" if self.branch else "")
+        """Unique per run directory (two runs may share a name under different runs dirs) and branch."""
+        where = hashlib.sha256(str(self.layout.root).encode()).hexdigest()[:8]
+        return f"spell-{self.layout.run}-{where}" + (f"-{self.branch}" if self.branch else "")
 
     def read(self, kind: str, rnd: int | None = None) -> list[dict[str, Any]]:
         p = self.file(kind, rnd)

@@ -6,17 +6,23 @@ from typing import Any
 
 from prefect import task
 
-from spell.stages import question_rows
+from spell.corpus import Corpus
+from spell.stages import question_rows, static_question_rows
 from storage.io import read_rows, write_rows
 from tasks.common import StageContext, call, policy, run_stage, sampling
 
 
 @task(name="question", task_run_name="question-i{ctx.iteration}-r{rnd}", retries=2, retry_delay_seconds=5)
-def question(ctx: StageContext, rnd: int) -> dict[str, Any]:
+def question(ctx: StageContext, rnd: int, corpus: Corpus | None = None) -> dict[str, Any]:
     src, out = ctx.file("prompts", rnd), ctx.file("questions", rnd)
 
     def compute() -> dict[str, Any]:
         prompts = read_rows(src)
+        if ctx.cfg.run.mode == "rlvr":
+            assert corpus is not None
+            rows = static_question_rows(prompts, corpus)
+            write_rows(out, "questions", rows)
+            return {"path": str(out), "rows": len(rows), "status_ok": len(rows)}
         actor = policy(ctx)
         rollouts = call(actor, "rollout", [p["prompt"] for p in prompts], sampling(ctx, 1, "question", rnd))
         rows = question_rows(prompts, rollouts, ctx.cfg, lambda s: call(actor, "count_tokens", [s])[0])

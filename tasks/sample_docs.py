@@ -14,7 +14,7 @@ from prefect import task
 from spell.corpus import Corpus
 from spell.history import HistoryMemory
 from spell.sampling import TaskSampler
-from spell.stages import sample_prompts
+from spell.stages import sample_prompts, static_prompts
 from storage.io import write_rows
 from storage.views import query
 from tasks.common import StageContext, run_stage
@@ -63,7 +63,10 @@ def sample_docs(ctx: StageContext, rnd: int, corpus: Corpus) -> dict[str, Any]:
 
     def compute() -> dict[str, Any]:
         memory, sampler, n_events = rebuild_state(ctx, rnd, corpus)
-        rows = sample_prompts(corpus, sampler, memory, ctx.cfg, ctx.layout.run, ctx.iteration, rnd)
+        if ctx.cfg.run.mode == "rlvr":
+            rows = static_prompts(corpus, sampler, ctx.cfg, ctx.layout.run, ctx.iteration, rnd)
+        else:
+            rows = sample_prompts(corpus, sampler, memory, ctx.cfg, ctx.layout.run, ctx.iteration, rnd)
         write_rows(out, "prompts", rows)
         return {
             "path": str(out),

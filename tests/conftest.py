@@ -34,12 +34,14 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ray_local(tmp_path_factory):
+    import tempfile
+
     import ray
 
     from spell.engine.ray_policy import connect
 
-    os.environ["SPELL_RAY_TMP"] = str(tmp_path_factory.mktemp("ray"))
-    connect("local", num_cpus=2)
+    os.environ["SPELL_RAY_TMP"] = tempfile.mkdtemp(prefix="spr-", dir="/tmp")  # unix socket paths stay short
+    connect("local", num_cpus=16)  # logical CPUs: one policy actor per run in this process
     yield ray
     ray.shutdown()
 
@@ -70,7 +72,10 @@ def prefect_api(tmp_path_factory):
     log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.time() + 120

@@ -25,7 +25,7 @@ def two_iterations(prefect_api, ray_local, tmp_path_factory):
 
 
 def test_every_stage_artifact_exists_with_its_schema(two_iterations):
-    runs, first, _ = two_iterations
+    _runs, first, _ = two_iterations
     d = Path(first["dir"])
     assert first["iteration"] == 1 and first["usable_groups"] >= 4
     for kind in ("prompts", "questions", "grounding", "responses", "verdicts", "rewards"):
@@ -40,7 +40,7 @@ def test_every_stage_artifact_exists_with_its_schema(two_iterations):
 def test_group_sizes_and_reward_rows(two_iterations):
     from spell.config import load_config
 
-    runs, first, _ = two_iterations
+    _runs, first, _ = two_iterations
     cfg = load_config(CONFIG)
     d = Path(first["dir"])
     questions = pq.read_table(d / "questions_r01.parquet").to_pylist()
@@ -66,7 +66,7 @@ def test_group_sizes_and_reward_rows(two_iterations):
 def test_checkpoint_loads_and_weights_changed(two_iterations):
     from spell.engine.policy import resolve_model_path
 
-    runs, first, _ = two_iterations
+    runs, _first, _ = two_iterations
     ckpt = runs / "e2e" / "checkpoints" / "iter_0001" / "model"
     trained = AutoModelForCausalLM.from_pretrained(ckpt, use_safetensors=True)
     base = AutoModelForCausalLM.from_pretrained(resolve_model_path("tiny:qwen2", str(runs / ".models")))
@@ -103,12 +103,13 @@ def test_duckdb_views_across_iterations(two_iterations):
 
 def test_history_memory_rebuilt_from_artifacts(two_iterations):
     """Iteration 2's prompts show remembered questions of iteration 1 (history from stored artifacts)."""
-    runs, _, second = two_iterations
+    runs, _, _second = two_iterations
     from storage.views import open_history
 
     con = open_history(runs)
-    admitted = con.execute("SELECT count(*) FROM rewards WHERE iteration = 1 AND role = 'questioner' AND admitted"
-                       ).fetchone()[0]
+    admitted = con.execute(
+        "SELECT count(*) FROM rewards WHERE iteration = 1 AND role = 'questioner' AND admitted"
+    ).fetchone()[0]
     with_history = con.execute("SELECT count(*) FROM prompts WHERE iteration = 2 AND history_size > 0").fetchone()[0]
     if admitted:
         assert with_history > 0
@@ -134,18 +135,65 @@ def test_replay_from_reward_writes_a_branch_and_keeps_the_original(two_iteration
     runs, first, _ = two_iterations
     orig = Path(first["dir"])
     before = {p.name: p.stat().st_mtime_ns for p in orig.glob("*.parquet")}
-    out = spell_replay(run="e2e", iteration=1, from_stage="reward", runs_dir=str(runs),
-                       overrides=["questioner.reward=reverse"])
+    out = spell_replay(
+        run="e2e", iteration=1, from_stage="reward", runs_dir=str(runs), overrides=["questioner.reward=reverse"]
+    )
     branch = Path(out["dir"])
     assert branch.name == "iter_0001.replay1" and out["branch"] == "replay1"
     assert {p.name: p.stat().st_mtime_ns for p in orig.glob("*.parquet")} == before
     a = pq.read_table(orig / "prompts_r01.parquet").to_pylist()
     b = pq.read_table(branch / "prompts_r01.parquet").to_pylist()
     assert a == b  # copied, not regenerated
-    ra = {r["sample_id"]: r["reward"] for r in pq.read_table(orig / "rewards_r01.parquet").to_pylist()
-          if r["role"] == "questioner" and r["case"] == "good"}
-    rb = {r["sample_id"]: r["reward"] for r in pq.read_table(branch / "rewards_r01.parquet").to_pylist()
-          if r["role"] == "questioner" and r["case"] == "good"}
+    ra = {
+        r["sample_id"]: r["reward"]
+        for r in pq.read_table(orig / "rewards_r01.parquet").to_pylist()
+        if r["role"] == "questioner" and r["case"] == "good"
+    }
+    rb = {
+        r["sample_id"]: r["reward"]
+        for r in pq.read_table(branch / "rewards_r01.parquet").to_pylist()
+        if r["role"] == "questioner" and r["case"] == "good"
+    }
     assert ra.keys() == rb.keys() and ra != rb
     assert (branch / "checkpoints" / "iter_0001" / "model").is_dir()
     assert (runs / "e2e" / "checkpoints" / "LATEST").read_text() == "iter_0002"  # main line untouched
+
+
+def test_static_rlvr_baseline_is_one_config_switch(prefect_api, ray_local, tmp_path):
+    """run.mode=rlvr: labelled questions, rule reward, no questioner/grounding/verifier (paper App. E.5)."""
+    import json
+
+    from flows.iteration import spell_iteration
+
+    qa = tmp_path / "qa.jsonl"
+    with qa.open("w") as fh:
+        for i, (a, b) in enumerate([("Varnholt", "was"), ("bridge", "is"), ("salt", "trade"), ("town", "of")] * 2):
+            docs = [f"The {a} {b} here, said doc {i}.", f"Another {a} {b} there.", "Nothing else."]
+            fh.write(
+                json.dumps(
+                    {
+                        "id": f"qa{i}",
+                        "documents": docs,
+                        "answer": b,
+                        "question": f"In the documents, which word comes right after '{a}'?",
+                    }
+                )
+                + "\n"
+            )
+    ov = [
+        f"run.runs_dir={tmp_path / 'runs'}",
+        "run.mode=rlvr",
+        f"data.qa_file={qa}",
+        "data.task_weights={doc_general_qa: 1, doc_mc: 0, docmath_qa: 0}",
+        "sampling.questions_per_round=8",
+        "sampling.train_batch_size=2",
+    ]
+    out = spell_iteration(run="rlvr", config=CONFIG, overrides=ov)
+    d = Path(out["dir"])
+    questions = pq.read_table(d / "questions_r01.parquet").to_pylist()
+    assert all(q["status"] == "ok" and q["reason"] == "labelled" for q in questions)
+    assert pq.read_table(d / "grounding_r01.parquet").num_rows == 0
+    assert pq.read_table(d / "verdicts_r01.parquet").num_rows == 0
+    roles = {r["role"] for r in pq.read_table(d / "batch.parquet").to_pylist()}
+    assert roles == {"responder"}
+    assert (tmp_path / "runs" / "rlvr" / "checkpoints" / "iter_0001" / "model").is_dir()

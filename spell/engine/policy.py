@@ -8,6 +8,7 @@ driver process without torch can call it through Ray.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,7 @@ class Policy:
         self.learner = Learner(self.model, self.spec.learner, pad_id=self.pad_id, ref_model=ref)
         self.generator = self._make_generator()
         self.trained_iteration = 0
+        self.busy_seconds = {"generate": 0.0, "train": 0.0}  # for bench/overhead.py
         if checkpoint:
             opt = load_optimizer_state(checkpoint)
             if opt is not None:
@@ -198,6 +200,7 @@ class Policy:
     ) -> list[dict[str, Any]]:
         """Per prompt: its token ids and its completions. Prompts longer than `max_prompt_tokens` are not
         generated: they come back with `prompt_too_long` completions, so callers can count them."""
+        start = time.perf_counter()
         sp = params if isinstance(params, SamplingParams) else SamplingParams.from_dict(params)
         ids = self.render(prompts)
         keep = [i for i, x in enumerate(ids) if max_prompt_tokens is None or len(x) <= max_prompt_tokens]
@@ -222,6 +225,7 @@ class Policy:
             rows = self.generator.generate([ids[i] for i in keep], sp)
             for i, row in zip(keep, rows, strict=True):
                 results[i]["completions"] = [{**c.to_dict(), "prompt_index": i} for c in row]
+        self.busy_seconds["generate"] += time.perf_counter() - start
         return results
 
     def render(self, prompts: list[Prompt]) -> list[list[int]]:
@@ -234,11 +238,13 @@ class Policy:
 
     def train_step(self, seqs: list[dict[str, Any]], iteration: int | None = None) -> dict[str, float]:
         """One GRPO step; `iteration` records which self-play iteration these weights now include."""
+        start = time.perf_counter()
         metrics = self.learner.train_step([TrainSequence.from_dict(s) for s in seqs])
         if iteration is not None:
             self.trained_iteration = max(self.trained_iteration, iteration)
         if hasattr(self.generator, "sync_weights") and not metrics.get("skipped"):
             self.generator.sync_weights(self.model)
+        self.busy_seconds["train"] += time.perf_counter() - start
         return metrics
 
     def logprobs(self, seqs: list[dict[str, Any]]) -> list[list[float]]:
@@ -272,6 +278,7 @@ class Policy:
             "skipped_steps": self.learner.skipped_steps,
             "trained_iteration": self.trained_iteration,
             "backend": self.spec.backend,
+            "busy_seconds": dict(self.busy_seconds),
         }
 
     def weights_fingerprint(self) -> float:

@@ -56,6 +56,7 @@ def policy_actor(
     detached: bool = False,
     num_cpus: float = 1.0,
     initial_checkpoint: str | None = None,
+    start_timeout: float = 600.0,
 ) -> Any:
     """The named policy actor: reused when alive, else created from the latest checkpoint under
     `checkpoint_root`, else from `initial_checkpoint`, else from the base model."""
@@ -79,7 +80,14 @@ def policy_actor(
     if detached:
         options["lifetime"] = "detached"
     handle = actor_cls.options(**options).remote(spec.to_dict(), str(ckpt) if ckpt else None)
-    ray.get(handle.info.remote())  # surface construction errors here, not at first use
+    try:
+        ray.get(handle.info.remote(), timeout=start_timeout)  # surface construction errors here
+    except ray.exceptions.GetTimeoutError:
+        ray.kill(handle)
+        raise RuntimeError(
+            f"the policy actor {name!r} did not start within {start_timeout:.0f}s; it asks for {num_cpus} CPU and "
+            f"{options['num_gpus']} GPU, and the cluster has {ray.available_resources()} free"
+        ) from None
     return handle
 
 

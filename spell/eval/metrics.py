@@ -1,0 +1,87 @@
+"""Public evaluation metrics. Training rewards use the same rule implementations (spell.rules).
+
+from spell.eval.metrics import cover_exact_match, qa_f1, pass_at_k
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from math import comb
+
+from spell.roles.verifier import parse_vote
+from spell.rules import cover_exact_match, docmath_match
+from spell.rules import extract_answer as _extract_for_role
+from spell.text import normalize_answer, strip_reasoning
+
+__all__ = [
+    "cover_exact_match",
+    "docmath_match",
+    "extract_answer",
+    "extract_choice",
+    "normalize_answer",
+    "parse_judgment",
+    "pass_at_k",
+    "qa_f1",
+]
+
+# benchmark -> the training task whose answer format it uses
+BENCHMARK_TASK = {
+    "docmath": "docmath_qa",
+    "frames": "doc_general_qa",
+    "hotpotqa": "doc_general_qa",
+    "2wikimqa": "doc_general_qa",
+    "musique": "doc_general_qa",
+    "longbench-v2": "doc_mc",
+}
+
+
+def qa_f1(prediction: str | None, golds: str | Iterable[str]) -> float:
+    """LongBench's token F1 over normalised tokens, best over golds."""
+    pred = normalize_answer(prediction).split()
+    best = 0.0
+    for gold in [golds] if isinstance(golds, str) else golds:
+        g = normalize_answer(gold).split()
+        common = Counter(pred) & Counter(g)
+        same = sum(common.values())
+        if same == 0:
+            continue
+        precision, recall = same / len(pred), same / len(g)
+        best = max(best, 2 * precision * recall / (precision + recall))
+    return best
+
+
+def extract_answer(text: str | None, task: str) -> str | None:
+    """The answer string of a response (reasoning stripped first), for a benchmark or a training task."""
+    return _extract_for_role(text, BENCHMARK_TASK.get(task, task))
+
+
+_CHOICE_PAREN = re.compile(r"The correct answer is \(([A-D])\)")
+_CHOICE_BARE = re.compile(r"The correct answer is ([A-D])")
+
+
+def extract_choice(text: str | None) -> str | None:
+    """LongBench-v2's own extraction ('The correct answer is (X)', then without parentheses), so our
+    numbers compare with its leaderboard; reasoning is stripped first and '*' removed."""
+    stripped = strip_reasoning(text)
+    if stripped.truncated:
+        return None
+    body = stripped.text.replace("*", "")
+    m = _CHOICE_PAREN.search(body) or _CHOICE_BARE.search(body)
+    return m.group(1) if m else None
+
+
+def parse_judgment(text: str | None) -> int | None:
+    """1 (YES), 0 (NO) or None (unreadable, or reasoning cut off) from a judge reply."""
+    vote = parse_vote(text)
+    return None if vote == -1 else vote
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k (Chen et al. 2021; paper Eq. 11): 1 - C(n-c, k) / C(n, k)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - comb(n - c, k) / comb(n, k)
