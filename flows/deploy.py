@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from prefect import serve
 
+from flows.eval import spell_eval
 from flows.iteration import spell_iteration, spell_replay, spell_train
 
 
@@ -18,4 +19,5 @@ def serve_all(config: str = "configs/cpu-smoke.yaml", runs_dir: str = "runs") ->
         spell_iteration.to_deployment(name="local", parameters=params),
         spell_train.to_deployment(name="local", parameters=params),
         spell_replay.to_deployment(name="local", parameters={"runs_dir": runs_dir}),
+        spell_eval.to_deployment(name="local", parameters={"overrides": [f"run.runs_dir={runs_dir}"]}),
     )

@@ -112,6 +112,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    _quiet_env()
+    from flows.eval import spell_eval
+
+    result = spell_eval(
+        model=args.model, config=args.config, benchmarks=args.tasks or None, name=args.name, overrides=args.set
+    )
+    print(result["table"])
+    print(f"\nper-sample, per-question and per-benchmark Parquet + report.md in {result['dir']}")
+    return 0
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     _quiet_env()
     from flows.deploy import serve_all
@@ -163,6 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--runs-dir", default="runs")
     rp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     rp.set_defaults(fn=cmd_replay)
+
+    e = sub.add_parser("eval", help="evaluate a model on the long-context benchmarks (spell-eval flow)")
+    e.add_argument("--config", default="configs/eval-16k.yaml")
+    e.add_argument("--model", required=True, help="Hugging Face model folder (or tiny:qwen2)")
+    e.add_argument("--tasks", nargs="*", default=[], help="benchmarks (default: eval.benchmarks)")
+    e.add_argument("--name", default=None, help="results go to runs/<name>/eval/")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    e.set_defaults(fn=cmd_eval)
 
     d = sub.add_parser("deploy", help="serve spell-iteration/local and spell-train/local on a Prefect server")
     d.add_argument("--config", default="configs/cpu-smoke.yaml")

@@ -146,5 +146,52 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
 }
 
+_PASS = [(f"pass@{k}", pa.float64()) for k in (1, 2, 4, 8)]
+SCHEMAS["eval_samples"] = pa.schema(
+    [
+        ("eval", pa.string()),
+        ("benchmark", pa.string()),
+        ("item_id", pa.string()),
+        ("sample", pa.int32()),
+        ("text", pa.string()),
+        ("prediction", pa.string()),
+        ("gold", pa.string()),
+        ("rule", pa.float32()),
+        ("f1", pa.float32()),
+        ("judge", pa.int8()),
+        ("judge_error", pa.string()),
+        ("score", pa.float32()),
+        ("finish_reason", pa.string()),
+        ("prompt_tokens", pa.int32()),
+        ("response_tokens", pa.int32()),
+    ]
+)
+SCHEMAS["eval_questions"] = pa.schema(
+    [
+        ("eval", pa.string()),
+        ("benchmark", pa.string()),
+        ("item_id", pa.string()),
+        ("n", pa.int32()),
+        ("correct", pa.int32()),
+        ("mean_score", pa.float64()),
+        ("mean_rule", pa.float64()),
+        ("mean_judge", pa.float64()),
+        *_PASS,
+    ]
+)
+SCHEMAS["eval_tasks"] = pa.schema(
+    [
+        ("eval", pa.string()),
+        ("benchmark", pa.string()),
+        ("questions", pa.int32()),
+        ("samples", pa.int32()),
+        ("score", pa.float64()),
+        ("rule", pa.float64()),
+        ("judge", pa.float64()),
+        ("judge_failures", pa.int32()),
+        *_PASS,
+    ]
+)
+
 ROUND_STAGES = ("prompts", "questions", "grounding", "responses", "verdicts", "rewards")
 ITERATION_STAGES = ("batch", "train_metrics")

@@ -16,10 +16,24 @@ import pyarrow as pa
 
 from storage.schemas import ITERATION_STAGES, ROUND_STAGES, SCHEMAS
 
-VIEWS = ("prompts", "questions", "grounding", "responses", "verdicts", "rewards", "batch", "train_metrics")
+VIEWS = (
+    "prompts",
+    "questions",
+    "grounding",
+    "responses",
+    "verdicts",
+    "rewards",
+    "batch",
+    "train_metrics",
+    "eval_samples",
+    "eval_questions",
+    "eval_tasks",
+)
 
 
 def _glob(runs_dir: Path, kind: str, run: str | None) -> str:
+    if kind.startswith("eval_"):
+        return str(runs_dir / (run or "*") / "eval" / f"{kind}_*.parquet")
     pattern = f"{kind}_r*.parquet" if kind in ROUND_STAGES else f"{kind}.parquet"
     return str(runs_dir / (run or "*") / "iter_*" / pattern)
 

@@ -90,7 +90,7 @@ def resolve_api_key(env_name: str, key_file: str) -> str:
 class OpenAIJudge:
     """Judge through an OpenAI-compatible chat endpoint."""
 
-    RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+    RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
     def __init__(
         self,
