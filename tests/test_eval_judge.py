@@ -6,6 +6,7 @@ import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -18,8 +19,8 @@ SECRET = "sk-test-PLANTEDKEY-0123456789abcdef"
 
 
 class FakeJudge(BaseHTTPRequestHandler):
-    hits: Counter = Counter()
-    auth: set = set()
+    hits: ClassVar[Counter] = Counter()
+    auth: ClassVar[set] = set()
 
     def log_message(self, *args):
         pass
