@@ -68,7 +68,7 @@ def run_iteration(
     if cfg.run.mode == "rlvr":
         corpus = corpus_from_qa(cfg.data.qa_file)
     else:
-        corpus = load_corpus(cfg.data.corpus, seed=cfg.run.seed)
+        corpus = load_corpus(cfg.data.corpus, seed=cfg.run.seed, cache_dir=Path(cfg.run.runs_dir) / ".corpus")
     if corpus.rejects:
         write_rejects(ctx.iter_dir / "corpus_rejects.json", corpus.rejects)
     start = time.perf_counter()

@@ -142,10 +142,34 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_corpus(args: argparse.Namespace) -> int:
+    from spell.corpus_build import BuildSettings, build_corpus
+
+    s = BuildSettings(
+        target_size=args.target_size,
+        min_size=args.min_size,
+        max_docs=args.max_docs,
+        min_chars=args.min_chars,
+        max_chars=args.max_chars,
+        embedding_model=args.embedding_model,
+        decontam_threshold=args.threshold,
+        seed=args.seed,
+    )
+    rep = build_corpus(args.input, args.out, s, args.decontaminate)
+    print(rep.to_markdown())
+    print(f"clusters written to {args.out} (report: {args.out}.report.md)")
+    return 0
+
+
 def cmd_model(args: argparse.Namespace) -> int:
+    if args.action == "prepare":
+        from spell.engine.models import prepare
+
+        print(prepare(args.name, args.cache_dir))
+        return 0
     from spell.engine.tiny import build_tiny_model
 
-    print(build_tiny_model(args.out, arch=args.arch))
+    print(build_tiny_model(args.name, arch=args.arch))
     return 0
 
 
@@ -195,9 +219,25 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     c.set_defaults(fn=cmd_config)
 
-    m = sub.add_parser("model", help="build a tiny random model offline (tests, smoke runs)")
-    m.add_argument("action", choices=["tiny"])
-    m.add_argument("out")
+    cb = sub.add_parser("corpus", help="build document clusters from a raw corpus")
+    cb.add_argument("action", choices=["build"])
+    cb.add_argument("--input", required=True, help="builtin:wiki, a .jsonl/.parquet with `text`, or a folder of .txt")
+    cb.add_argument("--out", required=True)
+    cb.add_argument("--target-size", type=int, default=8)
+    cb.add_argument("--min-size", type=int, default=5)
+    cb.add_argument("--max-docs", type=int, default=0)
+    cb.add_argument("--min-chars", type=int, default=100)
+    cb.add_argument("--max-chars", type=int, default=32768)
+    cb.add_argument("--embedding-model", default="minilm")
+    cb.add_argument("--decontaminate", nargs="*", default=[], help="benchmark / QA files to decontaminate against")
+    cb.add_argument("--threshold", type=float, default=0.8, help="n-gram Jaccard threshold for decontamination")
+    cb.add_argument("--seed", type=int, default=0)
+    cb.set_defaults(fn=cmd_corpus)
+
+    m = sub.add_parser("model", help="prepare a packaged model (smollm2) or build a tiny random one")
+    m.add_argument("action", choices=["prepare", "tiny"])
+    m.add_argument("name", help="prepare: smollm2; tiny: the output folder")
+    m.add_argument("--cache-dir", default="runs/.models", help="where prepared models are kept")
     m.add_argument("--arch", default="qwen2", choices=["qwen2", "llama"])
     m.set_defaults(fn=cmd_model)
     return p

