@@ -2,7 +2,7 @@
 never shipped.
 
     spell corpus build --input builtin:wiki --out runs/.corpus/wiki.parquet
-    spell corpus build --input my_docs.jsonl --out clusters.parquet --decontaminate ../shared/data/hotpotqa/hotpotqa_train_100.json
+    spell corpus build --input my_docs.jsonl --out clusters.parquet --decontaminate hotpotqa_train_100.json
 
 Steps, each counted in the report: length filter; near-duplicate removal (MinHash LSH over word
 shingles); decontamination against benchmark passages (n-gram Jaccard threshold); sentence embeddings
@@ -267,7 +267,7 @@ def assign_tasks(clusters: list[list[str]], s: BuildSettings) -> list[str]:
     w = {t: s.task_weights.get(t, 0.0) for t in TASKS}
     total = sum(w.values())
     n = len(clusters)
-    counts = {t: int(round(n * w[t] / total)) for t in TASKS}
+    counts = {t: round(n * w[t] / total) for t in TASKS}
     counts["doc_general_qa"] += n - sum(counts.values())
     density = [
         sum(len(re.findall(r"\d+(?:[.,]\d+)?", d)) for d in docs) / max(sum(len(d) for d in docs), 1)
