@@ -33,10 +33,6 @@ from tasks.sample_docs import sample_docs
 from tasks.verify import verify
 
 
-class NoUsableGroups(RuntimeError):
-    """Dynamic sampling found no responder group with reward variance within max_rounds."""
-
-
 def resolve(config: str | None, overrides: list[str] | None, run: str | None) -> SpellConfig:
     cfg = load_config(config, overrides)
     if run:
@@ -72,6 +68,7 @@ def run_iteration(
     if corpus.rejects:
         write_rejects(ctx.iter_dir / "corpus_rejects.json", corpus.rejects)
     start = time.perf_counter()
+    busy_before = _busy(ctx)
     timings: dict[str, float] = {}
     usable, rounds = 0, 0
     for rnd in range(1, cfg.sampling.max_rounds + 1):
@@ -96,13 +93,16 @@ def run_iteration(
         )
         if usable >= cfg.sampling.train_batch_size:
             break
+    note = ""
     if usable == 0:
-        raise NoUsableGroups(
-            f"iteration {k}: no responder group with reward variance after {rounds} rounds "
-            f"(sampling.max_rounds={cfg.sampling.max_rounds}); the questions were all too easy, too hard or "
-            "unparsable. Nothing was trained; the round artifacts are kept for inspection."
+        note = (
+            f"iteration {k}: no responder group with reward variance after {rounds} round(s) "
+            f"(sampling.max_rounds={cfg.sampling.max_rounds}): every question was too easy, too hard, ungrounded or "
+            "unparsable (or its prompt too long), so only other roles' qualifying samples, if any, are trained; the "
+            "round artifacts stay for inspection"
         )
-    if usable < cfg.sampling.train_batch_size:
+        log.warning(note)
+    elif usable < cfg.sampling.train_batch_size:
         log.warning(
             "iteration %d: only %d of %d groups after %d rounds; training on what there is",
             k,
@@ -119,12 +119,26 @@ def run_iteration(
         timings[name] = 0.0 if out.get("skipped") else out.get("seconds", 0.0)
     manifest = Manifest(ctx.iter_dir)
     manifest.data.update(
-        complete=True, rounds=rounds, usable_groups=usable, wall_seconds=round(time.perf_counter() - start, 3)
+        complete=True,
+        rounds=rounds,
+        usable_groups=usable,
+        trained=usable > 0,
+        note=note,
+        wall_seconds=round(time.perf_counter() - start, 3),
     )
     manifest.save()
     metrics = iteration_metrics(ctx.iter_dir)
     metrics.update({f"seconds/{n}": v for n, v in timings.items()})
     metrics["iteration/rounds"] = rounds
+    wall = time.perf_counter() - start
+    busy = sum(_busy(ctx).values()) - sum(busy_before.values())
+    metrics.update(
+        {
+            "seconds/wall": wall,
+            "seconds/generate_and_train": busy,
+            "overhead/share": max(0.0, 1.0 - busy / wall) if wall > 0 else 0.0,
+        }
+    )
     if cfg.tracking.mlflow:
         from storage.tracking import Tracker
 
@@ -138,9 +152,17 @@ def run_iteration(
         "dir": str(ctx.iter_dir),
         "rounds": rounds,
         "usable_groups": usable,
+        "note": note,
         "metrics": metrics,
         "timings": timings,
     }
+
+
+def _busy(ctx: StageContext) -> dict[str, float]:
+    """Seconds the policy actor spent generating and training so far (for the overhead share)."""
+    from tasks.common import call, policy
+
+    return dict(call(policy(ctx), "info")["busy_seconds"])
 
 
 def write_rejects(path: Path, rejects: list[dict[str, str]]) -> None:
@@ -172,7 +194,7 @@ def spell_train(
     ]
 
 
-__all__ = ["NoUsableGroups", "run_iteration", "spell_iteration", "spell_train"]
+__all__ = ["run_iteration", "spell_iteration", "spell_train"]
 
 
 # ---------------------------------------------------------------------------------------------------

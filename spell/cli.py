@@ -47,7 +47,14 @@ def _print_summary(result: dict[str, Any]) -> None:
         f"   questioner parse rate {m.get('questioner/parse_rate', 0):.2f}; cases: "
         + ", ".join(f"{k.split('/')[-2]} {int(v)}" for k, v in sorted(m.items()) if k.startswith("questioner/case/"))
     )
+    if result.get("note"):
+        print(f"   NOTE: {result['note']}")
     print("   seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
+    if "overhead/share" in m:
+        print(
+            f"   wall {m['seconds/wall']:.1f}s, generation+training {m['seconds/generate_and_train']:.1f}s, "
+            f"overhead share {100 * m['overhead/share']:.1f}%"
+        )
     nan = float("nan")
     print(
         f"   train: loss {m.get('train/loss', nan):.4f}, grad norm {m.get('train/grad_norm', nan):.3f}, "
@@ -132,6 +139,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from storage.report import build_report
+
+    png, html = build_report(args.runs_dir, args.run)
+    print(f"report: {png}\n        {html}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from spell.config import describe_config, dump_config, load_config
 
@@ -212,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--config", default="configs/cpu-smoke.yaml")
     d.add_argument("--runs-dir", default="runs")
     d.set_defaults(fn=cmd_deploy)
+
+    rep = sub.add_parser("report", help="curves per iteration of a run (PNG + HTML)")
+    rep.add_argument("--run", required=True)
+    rep.add_argument("--runs-dir", default="runs")
+    rep.set_defaults(fn=cmd_report)
 
     c = sub.add_parser("config", help="show the resolved config or every key's help")
     c.add_argument("action", choices=["show", "help"])

@@ -165,6 +165,11 @@ class RolloutConfig(_Section):
     top_p: float = _field(0.95, "Nucleus sampling (App. E.3).", gt=0, le=1)
     top_k: int = _field(-1, "Top-k sampling; -1 disables it (App. E.3).", ge=-1)
     max_new_tokens: int = _field(4096, "Longest generation per sample (App. E.3: 4K for instruct models).", ge=1)
+    prefill: bool = _field(
+        False,
+        "Start each reply with its required format (the questioner's json fence, the responder's answer "
+        "phrase, the verifier's decision). For small demo models; the paper lets the model reason first.",
+    )
     role_max_new_tokens: dict[str, int] = _field(
         {}, "Per-role caps overriding max_new_tokens (questioner, grounding, responder, verifier); demo presets."
     )

@@ -291,6 +291,30 @@ def verdict_rows(requests: Sequence[tuple[Row, str]], rollouts: Sequence[Row]) -
 # reward
 
 
+def _reward_row(
+    src: Row, sample_id: str, role: str, group_id: str, cluster_id: str, reward: float | None, **extra: Any
+) -> Row:
+    """One `rewards` row; columns a role does not use stay None."""
+    row: Row = {
+        **_ids(src["run"], src["iteration"], src["round"]),
+        "sample_id": sample_id,
+        "role": role,
+        "task": src["task"],
+        "group_id": group_id,
+        "cluster_id": cluster_id,
+        "reward": reward,
+        "case": None,
+        "rule_score": None,
+        "majority": None,
+        "agreement": None,
+        "eligible": None,
+        "group_mean": None,
+        "admitted": None,
+    }
+    row.update(extra)
+    return row
+
+
 def reward_rows(
     questions: Sequence[Row],
     grounding: Sequence[Row],
@@ -310,50 +334,30 @@ def reward_rows(
     out: list[Row] = []
     vc = cfg.verifier
     for r in responses:
-        maj = majority_vote(votes[r["response_id"]]) if votes.get(r["response_id"]) else None
+        vs = votes.get(r["response_id"])
+        maj = majority_vote(vs) if vs else None
         reward = responder_reward(r["rule_score"], maj if vc.enabled else None, cfg.reward.combine)
         by_question[r["question_id"]].append(reward)
+        shared = {"rule_score": r["rule_score"], "majority": -1 if maj is None else maj}
         out.append(
-            {
-                **_ids(r["run"], r["iteration"], r["round"]),
-                "sample_id": r["response_id"],
-                "role": "responder",
-                "task": r["task"],
-                "group_id": r["question_id"],
-                "cluster_id": cluster[r["question_id"]],
-                "reward": reward,
-                "case": None,
-                "rule_score": r["rule_score"],
-                "majority": -1 if maj is None else maj,
-                "agreement": None,
-                "eligible": None,
-                "group_mean": None,
-                "admitted": None,
-            }
+            _reward_row(r, r["response_id"], "responder", r["question_id"], cluster[r["question_id"]], reward, **shared)
         )
-        vs = votes.get(r["response_id"])
         if vs:
-            vr = verifier_rewards(vs, maj)
             eligible = verifier_group_eligible(vs, maj, r["rule_score"], vc.agreement_low, vc.agreement_high, vc.label)
             agreement = verifier_agreement(vs, maj)
-            for vid, rew in zip(verdict_ids[r["response_id"]], vr, strict=True):
+            for vid, rew in zip(verdict_ids[r["response_id"]], verifier_rewards(vs, maj), strict=True):
                 out.append(
-                    {
-                        **_ids(r["run"], r["iteration"], r["round"]),
-                        "sample_id": vid,
-                        "role": "verifier",
-                        "task": r["task"],
-                        "group_id": r["response_id"],
-                        "cluster_id": cluster[r["question_id"]],
-                        "reward": rew,
-                        "case": None,
-                        "rule_score": r["rule_score"],
-                        "majority": -1 if maj is None else maj,
-                        "agreement": agreement,
-                        "eligible": eligible,
-                        "group_mean": None,
-                        "admitted": None,
-                    }
+                    _reward_row(
+                        r,
+                        vid,
+                        "verifier",
+                        r["response_id"],
+                        cluster[r["question_id"]],
+                        rew,
+                        agreement=agreement,
+                        eligible=eligible,
+                        **shared,
+                    )
                 )
     qc = cfg.questioner
     for q in questions:
@@ -363,23 +367,19 @@ def reward_rows(
             q["status"], g, group, qc.reward, qc.sigma, qc.bad_format_reward, qc.ungrounded_reward
         )
         mean = sum(group) / len(group) if group else None
+        admitted = bool(mean is not None and q["status"] == "ok" and g is not False and _admits(mean, cfg))
         out.append(
-            {
-                **_ids(q["run"], q["iteration"], q["round"]),
-                "sample_id": q["question_id"],
-                "role": "questioner",
-                "task": q["task"],
-                "group_id": q["task"],
-                "cluster_id": q["cluster_id"],
-                "reward": outcome.reward,
-                "case": outcome.case,
-                "rule_score": None,
-                "majority": None,
-                "agreement": None,
-                "eligible": None,
-                "group_mean": mean,
-                "admitted": bool(mean is not None and q["status"] == "ok" and g is not False and _admits(mean, cfg)),
-            }
+            _reward_row(
+                q,
+                q["question_id"],
+                "questioner",
+                q["task"],
+                q["cluster_id"],
+                outcome.reward,
+                case=outcome.case,
+                group_mean=mean,
+                admitted=admitted,
+            )
         )
     return out
 

@@ -140,3 +140,16 @@ def sampling(ctx: StageContext, n: int, stage: str, rnd: int) -> dict[str, Any]:
         "max_new_tokens": r.role_max_new_tokens.get(role, r.max_new_tokens),
         "seed": stage_seed(ctx.cfg.run.seed, ctx.iteration, rnd, stage),
     }
+
+
+def prefills(ctx: StageContext, role: str, tasks: list[str]) -> list[str] | None:
+    """Reply prefills per prompt when `rollout.prefill` is on (small demo models), else None."""
+    if not ctx.cfg.rollout.prefill:
+        return None
+    from spell.roles import prompts as P
+
+    if role == "questioner":
+        return [P.PREFILL_QUESTIONER] * len(tasks)
+    if role == "verifier":
+        return [P.PREFILL_VERIFIER] * len(tasks)
+    return [P.prefill_responder(t) for t in tasks]

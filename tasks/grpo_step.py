@@ -4,24 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow as pa
 from prefect import task
 
 from storage.io import read_rows, write_rows
+from storage.schemas import SCHEMAS
 from tasks.common import StageContext, call, policy, run_stage
 
-METRIC_KEYS = (
-    "loss",
-    "grad_norm",
-    "clip_fraction",
-    "ratio_mean",
-    "kl_mean",
-    "tokens",
-    "sequences",
-    "padding_fraction",
-    "micro_batches",
-    "skipped",
-    "seconds",
-)
+METRIC_KEYS = tuple(f.name for f in SCHEMAS["train_metrics"] if f.type == pa.float64())
 
 
 @task(name="grpo-step", task_run_name="grpo-step-i{ctx.iteration}")

@@ -197,3 +197,29 @@ def test_static_rlvr_baseline_is_one_config_switch(prefect_api, ray_local, tmp_p
     roles = {r["role"] for r in pq.read_table(d / "batch.parquet").to_pylist()}
     assert roles == {"responder"}
     assert (tmp_path / "runs" / "rlvr" / "checkpoints" / "iter_0001" / "model").is_dir()
+
+
+def test_report_png_and_html(two_iterations):
+    from storage.report import build_report
+
+    runs, *_ = two_iterations
+    png, html = build_report(runs, "e2e")
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+    assert "mean reward per role" in html.read_text()
+
+
+def test_rounds_without_usable_groups_end_the_iteration_cleanly(prefect_api, ray_local, tmp_path):
+    """Every responder prompt over the limit: max_rounds rounds, then a clear note; nothing half-written."""
+    import json
+
+    from flows.iteration import spell_iteration
+
+    ov = [f"run.runs_dir={tmp_path}", "responder.max_prompt_tokens=1", "sampling.max_rounds=2"]
+    out = spell_iteration(run="empty", config=CONFIG, overrides=ov)
+    assert out["usable_groups"] == 0 and out["rounds"] == 2 and "no responder group" in out["note"]
+    d = Path(out["dir"])
+    manifest = json.loads((d / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["trained"] is False
+    assert pq.read_table(d / "responses_r02.parquet").num_rows == 0
+    assert not list(d.glob("*.tmp")) and (tmp_path / "empty" / "checkpoints" / "iter_0001" / "model").is_dir()
+    assert spell_iteration(run="empty", config=CONFIG, overrides=ov)["iteration"] == 2  # the run goes on

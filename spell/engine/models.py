@@ -64,14 +64,19 @@ def prepare(key: str, cache_dir: str | Path) -> Path:
     m = PACKAGED[key]
     target = Path(cache_dir) / m.name
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
-        return target
+        if "quantization_config" not in (target / "config.json").read_text():
+            return target
+        shutil.rmtree(target)  # prepared by an older version that kept the GGUF marker: rebuild
     src = packaged_file(m)
     digest = sha256_of(src)
     if digest != m.sha256:
         raise ValueError(f"{src}: sha256 {digest} does not match the expected {m.sha256}; reinstall {m.pip_name}")
     gguf = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
-    model = AutoModelForCausalLM.from_config(gguf.config, dtype=torch.float32)
+    config = gguf.config
+    if hasattr(config, "quantization_config"):  # the weights are dequantised: a plain fp32 model now
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf.state_dict())
     model.generation_config = gguf.generation_config
     tmp = target.with_name(target.name + f".partial-{os.getpid()}")

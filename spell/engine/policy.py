@@ -8,6 +8,7 @@ driver process without torch can call it through Ray.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -40,6 +41,7 @@ class PolicySpec:
     max_context: int | None = None
     learner: LearnerSettings = field(default_factory=LearnerSettings)
     cache_dir: str = ""
+    threads: int = 0  # torch CPU threads; 0 = every core of the machine
 
     @classmethod
     def from_config(cls, cfg: Any, **overrides: Any) -> PolicySpec:
@@ -135,6 +137,8 @@ class Policy:
 
         hf_logging.disable_progress_bar()
         self.spec = spec if isinstance(spec, PolicySpec) else PolicySpec.from_dict(spec)
+        # Ray sets OMP_NUM_THREADS to the actor's CPU request (1); the policy is the one heavy process here.
+        torch.set_num_threads(self.spec.threads or os.cpu_count() or 1)
         self.device = pick_device(self.spec.device)
         self.dtype = pick_dtype(self.spec.dtype, self.device)
         source = (
@@ -201,13 +205,23 @@ class Policy:
         return [[c.to_dict() for c in row] for row in self.generator.generate(prompts, sp)]
 
     def rollout(
-        self, prompts: list[Prompt], params: dict[str, Any] | SamplingParams, max_prompt_tokens: int | None = None
+        self,
+        prompts: list[Prompt],
+        params: dict[str, Any] | SamplingParams,
+        max_prompt_tokens: int | None = None,
+        prefills: list[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Per prompt: its token ids and its completions. Prompts longer than `max_prompt_tokens` are not
-        generated: they come back with `prompt_too_long` completions, so callers can count them."""
+        generated: they come back with `prompt_too_long` completions, so callers can count them.
+        A prefill is appended to the rendered prompt and put back in front of each completion's text."""
         start = time.perf_counter()
         sp = params if isinstance(params, SamplingParams) else SamplingParams.from_dict(params)
         ids = self.render(prompts)
+        if prefills:
+            ids = [
+                x + list(self.tokenizer(pf, add_special_tokens=False)["input_ids"]) if pf else x
+                for x, pf in zip(ids, prefills, strict=True)
+            ]
         keep = [i for i, x in enumerate(ids) if max_prompt_tokens is None or len(x) <= max_prompt_tokens]
         results: list[dict[str, Any]] = [
             {
@@ -229,7 +243,8 @@ class Policy:
         if keep:
             rows = self.generator.generate([ids[i] for i in keep], sp)
             for i, row in zip(keep, rows, strict=True):
-                results[i]["completions"] = [{**c.to_dict(), "prompt_index": i} for c in row]
+                pf = prefills[i] if prefills else ""
+                results[i]["completions"] = [{**c.to_dict(), "prompt_index": i, "text": pf + c.text} for c in row]
         self.busy_seconds["generate"] += time.perf_counter() - start
         return results
 

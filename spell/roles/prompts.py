@@ -179,3 +179,14 @@ Answer 2: {answer_2}
 Reply in this format:
 Explanation: <one or two sentences>
 Decision: [[YES]] if the answers are equivalent, [[NO]] if they are not."""
+
+# ---------------------------------------------------------------------------------------------------
+# Reply prefills (rollout.prefill, for small demo models): each reply starts with its required format.
+# The prefill is part of the prompt (never trained on); parsers read prefill + generated text.
+
+PREFILL_QUESTIONER = '```json\n{"question": "'
+PREFILL_VERIFIER = "Explanation: compared.\nDecision: [["
+
+
+def prefill_responder(task: str) -> str:
+    return "Therefore, the answer is" if task == "docmath_qa" else "The correct answer is"

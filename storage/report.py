@@ -1,0 +1,85 @@
+"""`spell report --run R`: curves per iteration as a PNG and an HTML page (rewards and accuracy per role
+and task, questioner case mix, verifier agreement, questioner context length, seconds per stage)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from storage.layout import Manifest, RunLayout
+from storage.views import open_history
+
+
+def build_report(runs_dir: str | Path, run: str) -> tuple[Path, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layout = RunLayout(runs_dir, run)
+    con = open_history(runs_dir, run)
+
+    def series(sql: str) -> dict[str, tuple[list[int], list[float]]]:
+        out: dict[str, tuple[list[int], list[float]]] = {}
+        for key, it, val in con.execute(sql).fetchall():
+            xs, ys = out.setdefault(str(key), ([], []))
+            xs.append(int(it))
+            ys.append(float(val) if val is not None else float("nan"))
+        return out
+
+    main = "branch = ''"
+    panels = {
+        "mean reward per role": series(
+            f"SELECT role, iteration, avg(reward) FROM rewards WHERE {main} "
+            "AND reward IS NOT NULL GROUP BY ALL ORDER BY 1, 2"
+        ),
+        "responder accuracy per task": series(
+            f"SELECT task, iteration, avg(reward) FROM rewards WHERE {main} "
+            "AND role = 'responder' GROUP BY ALL ORDER BY 1, 2"
+        ),
+        "questioner case mix (count)": series(
+            f'SELECT "case", iteration, count(*) FROM rewards WHERE {main} '
+            "AND role = 'questioner' GROUP BY ALL ORDER BY 1, 2"
+        ),
+        "verifier agreement": series(
+            f"SELECT 'agreement', iteration, avg(agreement) FROM rewards WHERE {main} "
+            "AND role = 'verifier' GROUP BY ALL ORDER BY 1, 2"
+        ),
+        "questioner context (docs shown)": series(
+            f"SELECT task, iteration, avg(len(doc_indices)) FROM prompts WHERE {main} GROUP BY ALL ORDER BY 1, 2"
+        ),
+    }
+    stage_secs: dict[str, tuple[list[int], list[float]]] = {}
+    for k in layout.iterations():
+        totals: dict[str, float] = {}
+        for key, rec in Manifest(layout.iter_dir(k)).data.get("stages", {}).items():
+            stage = key.rsplit("_r", 1)[0] if key[-3:-2] == "r" and key[-2:].isdigit() else key
+            totals[stage] = totals.get(stage, 0.0) + float(rec.get("summary", {}).get("seconds", 0.0))
+        for stage, v in totals.items():
+            xs, ys = stage_secs.setdefault(stage, ([], []))
+            xs.append(k)
+            ys.append(v)
+    panels["seconds per stage"] = stage_secs
+
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    for ax, (title, data) in zip(axes.flat, panels.items(), strict=True):
+        for label, (xs, ys) in sorted(data.items()):
+            ax.plot(xs, ys, marker="o", label=label)
+        ax.set_title(title)
+        ax.set_xlabel("iteration")
+        if data:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"spell run '{run}'")
+    fig.tight_layout()
+    png = layout.root / "report.png"
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    html = layout.root / "report.html"
+    b64 = base64.b64encode(png.read_bytes()).decode()
+    tables = json.dumps({t: {k: dict(zip(*v, strict=True)) for k, v in d.items()} for t, d in panels.items()}, indent=1)
+    html.write_text(
+        f"<html><head><title>spell {run}</title></head><body><h1>spell run {run}</h1>"
+        f"<img src='data:image/png;base64,{b64}'/><h2>values</h2><pre>{tables}</pre></body></html>"
+    )
+    return png, html
