@@ -120,6 +120,28 @@ def forget_policy(name: str) -> None:
     _HANDLES.pop(name, None)
 
 
+def rollout(
+    handle: Any,
+    prompts: list[Any],
+    params: dict[str, Any],
+    max_prompt_tokens: int | None = None,
+    prefills: list[str] | None = None,
+    desc: str = "generate",
+    chunk: int = 16,
+) -> list[dict[str, Any]]:
+    """The actor's `rollout` in chunks of prompts, with a progress bar; chunk j samples with seed + j."""
+    from tqdm.auto import tqdm
+
+    out: list[dict[str, Any]] = []
+    with tqdm(total=len(prompts), desc=desc, unit="prompt", leave=False, disable=not prompts) as bar:
+        for j, i in enumerate(range(0, len(prompts), chunk)):
+            part = {**params, "seed": None if params.get("seed") is None else params["seed"] + j}
+            pf = prefills[i : i + chunk] if prefills else None
+            out += call(handle, "rollout", prompts[i : i + chunk], part, max_prompt_tokens, pf)
+            bar.update(len(prompts[i : i + chunk]))
+    return out
+
+
 def call(handle: Any, method: str, *args: Any) -> Any:
     import ray
 

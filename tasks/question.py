@@ -9,7 +9,7 @@ from prefect import task
 from spell.corpus import Corpus
 from spell.stages import question_rows, static_question_rows
 from storage.io import read_rows, write_rows
-from tasks.common import StageContext, call, policy, prefills, run_stage, sampling
+from tasks.common import StageContext, call, policy, prefills, rollout, run_stage, sampling
 
 
 @task(name="question", task_run_name="question-i{ctx.iteration}-r{rnd}", retries=2, retry_delay_seconds=5)
@@ -24,13 +24,13 @@ def question(ctx: StageContext, rnd: int, corpus: Corpus | None = None) -> dict[
             write_rows(out, "questions", rows)
             return {"path": str(out), "rows": len(rows), "status_ok": len(rows)}
         actor = policy(ctx)
-        rollouts = call(
+        rollouts = rollout(
             actor,
-            "rollout",
             [p["prompt"] for p in prompts],
             sampling(ctx, 1, "question", rnd),
             None,
             prefills(ctx, "questioner", [p["task"] for p in prompts]),
+            desc=f"question i{ctx.iteration} r{rnd}",
         )
         rows = question_rows(prompts, rollouts, ctx.cfg, lambda s: call(actor, "count_tokens", [s])[0])
         write_rows(out, "questions", rows)

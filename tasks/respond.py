@@ -9,7 +9,7 @@ from prefect import task
 from spell.corpus import Corpus
 from spell.stages import grounded_questions, grounding_requests, grounding_rows, responder_requests, response_rows
 from storage.io import read_rows, write_rows
-from tasks.common import StageContext, call, policy, prefills, run_stage, sampling
+from tasks.common import StageContext, policy, prefills, rollout, run_stage, sampling
 
 
 @task(name="respond", task_run_name="respond-i{ctx.iteration}-r{rnd}", retries=2, retry_delay_seconds=5)
@@ -25,13 +25,13 @@ def respond(ctx: StageContext, rnd: int, corpus: Corpus) -> dict[str, Any]:
         if cfg.grounding.enabled:
             reqs = grounding_requests(questions)
             if reqs:
-                ro = call(
+                ro = rollout(
                     actor,
-                    "rollout",
                     [p for _, p in reqs],
                     sampling(ctx, cfg.grounding.samples, "grounding", rnd),
                     None,
                     prefills(ctx, "responder", [q["task"] for q, _ in reqs]),
+                    desc=f"grounding i{ctx.iteration} r{rnd}",
                 )
                 grounding = grounding_rows(reqs, ro)
         grounded = grounded_questions(grounding)
@@ -39,13 +39,13 @@ def respond(ctx: StageContext, rnd: int, corpus: Corpus) -> dict[str, Any]:
         rows: list[dict[str, Any]] = []
         too_long = 0
         if reqs:
-            ro = call(
+            ro = rollout(
                 actor,
-                "rollout",
                 [p for _, p in reqs],
                 sampling(ctx, cfg.responder.group_size, "respond", rnd),
                 cfg.responder.max_prompt_tokens,
                 prefills(ctx, "responder", [q["task"] for q, _ in reqs]),
+                desc=f"respond i{ctx.iteration} r{rnd}",
             )
             too_long = sum(1 for x in ro if x["completions"][0]["finish_reason"] == "prompt_too_long")
             kept = [

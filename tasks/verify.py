@@ -8,7 +8,7 @@ from prefect import task
 
 from spell.stages import verdict_rows, verifier_requests
 from storage.io import read_rows, write_rows
-from tasks.common import StageContext, call, policy, prefills, run_stage, sampling
+from tasks.common import StageContext, policy, prefills, rollout, run_stage, sampling
 
 
 @task(name="verify-vote", task_run_name="verify-i{ctx.iteration}-r{rnd}", retries=2, retry_delay_seconds=5)
@@ -21,13 +21,13 @@ def verify(ctx: StageContext, rnd: int) -> dict[str, Any]:
         if cfg.verifier.enabled:
             reqs = verifier_requests(read_rows(src_r), read_rows(src_q))
             if reqs:
-                ro = call(
+                ro = rollout(
                     policy(ctx),
-                    "rollout",
                     [p for _, p in reqs],
                     sampling(ctx, cfg.verifier.votes, "verify", rnd),
                     None,
                     prefills(ctx, "verifier", [r["task"] for r, _ in reqs]),
+                    desc=f"verify i{ctx.iteration} r{rnd}",
                 )
                 rows = verdict_rows(reqs, ro)
         write_rows(out, "verdicts", rows)

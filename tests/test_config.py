@@ -11,6 +11,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_part_a_defaults():
+    """Every default of Part A's table, row by row, lives in the config tree."""
     c = SpellConfig()
     assert c.data.docs_per_visit == 5 and c.history.size == 3
     assert c.history.admit == "paper" and c.history.context == "paper" and c.history.dedup

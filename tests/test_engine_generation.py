@@ -96,3 +96,9 @@ def test_sampling_params_validation():
     with pytest.raises(ValueError):
         SamplingParams(top_p=0)
     assert SamplingParams.from_dict({"stop": ["x"], "n": 2}).stop == ("x",)
+
+
+def test_n_samples_of_one_prompt_differ(gen):
+    """Part A 'eval sampling': n samples per question with distinct seeds, never one fixed seed per copy."""
+    out = gen.generate(["hello"], SamplingParams(n=4, temperature=1.0, max_new_tokens=8, seed=0))
+    assert len({tuple(c.token_ids) for c in out[0]}) > 1

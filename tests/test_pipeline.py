@@ -38,6 +38,7 @@ def test_every_stage_artifact_exists_with_its_schema(two_iterations):
 
 
 def test_group_sizes_and_reward_rows(two_iterations):
+    """Part A 'responder group' (G answers per grounded question) and 'verifier' (n votes per parsed answer)."""
     from spell.config import load_config
 
     _runs, first, _ = two_iterations
