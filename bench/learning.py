@@ -29,7 +29,9 @@ def evaluate(model_path: str, cfg, items_by_bench: dict, judge_kind: str) -> dic
     judge = make_judge(cfg, policy, Path(tempfile.mkdtemp()) / "judge.jsonl") if judge_kind != "none" else None
     out = {}
     for bench, items in items_by_bench.items():
-        res = run_benchmark(bench, items, cfg.eval, policy.render, policy.rollout, judge, seed=cfg.run.seed)
+        res = run_benchmark(
+            bench, items, cfg.eval, policy.render, policy.rollout, judge, seed=cfg.run.seed, prefill=cfg.rollout.prefill
+        )
         out[bench] = {q["item_id"]: q["mean_score"] for q in res.questions}
         out[bench + "/rule"] = {q["item_id"]: q["mean_rule"] for q in res.questions}
     return out

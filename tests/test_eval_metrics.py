@@ -156,3 +156,22 @@ def test_paper_average_uses_lb_mqa_mean():
     # Table 1 check from the spec: (38.4 + 40.3 + 45.1 + 29.0) / 4 = 38.2
     assert 100 * paper_average(s) == pytest.approx((38.4 + 40.3 + 45.1 + 29.0) / 4, abs=0.01)
     assert normalize_answer("The End.") == "end"
+
+
+def test_prefill_reaches_the_engine_when_asked():
+    from spell.config import EvalConfig
+    from spell.eval.runner import run_benchmark
+
+    seen = {}
+
+    def rollout(ids, params, max_prompt_tokens=None, prefills=None):
+        seen["prefills"] = prefills
+        return [{"completions": [{"text": "The correct answer is Ann.", "token_ids": [1], "finish_reason": "stop"}]}]
+
+    item = EvalItem("1", "hotpotqa", "ctx", "Who?", None, ("Ann",))
+    res = run_benchmark(
+        "hotpotqa", [item], EvalConfig(n_samples=1, pass_k=[1]), lambda ps: [[1]], rollout, None, prefill=True
+    )
+    assert seen["prefills"] == ["The correct answer is"] and res.summary["score"] == 1.0
+    run_benchmark("hotpotqa", [item], EvalConfig(n_samples=1, pass_k=[1]), lambda ps: [[1]], rollout, None)
+    assert seen["prefills"] is None

@@ -25,6 +25,7 @@ from spell.eval.metrics import (
     qa_f1,
 )
 from spell.eval.prompts import item_prompt, middle_truncate
+from spell.roles.prompts import prefill_responder
 
 Row = dict[str, Any]
 
@@ -60,7 +61,9 @@ def run_benchmark(
     rollout: Callable[[list[list[int]], dict[str, Any]], list[Row]],
     judge: Any | None,
     seed: int = 0,
+    prefill: bool = False,
 ) -> BenchmarkResult:
+    """`prefill` starts each answer with the template's answer phrase (as `rollout.prefill` does in training)."""
     res = BenchmarkResult(benchmark)
     ids = [middle_truncate(x, cfg.max_input_tokens) for x in render([item_prompt(it) for it in items])]
     params = {
@@ -70,7 +73,10 @@ def run_benchmark(
         "max_new_tokens": cfg.max_new_tokens,
         "seed": _seed(benchmark, seed),
     }
-    rollouts = rollout(ids, params) if items else []
+    pre = None
+    if prefill:
+        pre = [prefill_responder(BENCHMARK_TASK[it.benchmark]) for it in items]
+    rollouts = (rollout(ids, params, None, pre) if pre else rollout(ids, params)) if items else []
     for it, ro, prompt_ids in zip(items, rollouts, ids, strict=True):
         for j, c in enumerate(ro["completions"]):
             pred, rule, f1 = rule_score(it, c["text"])
