@@ -82,11 +82,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     for k in range(start, start + args.iterations):
         result = spell_iteration(run=cfg.run.name, config=args.config, iteration=k, overrides=overrides)
         _print_summary(result)
-    print(f"\nartifacts:  {layout.root}")
-    print(f"checkpoint: {layout.checkpoints}")
+    runs = cfg.run.runs_dir
+    ckpt = layout.checkpoints / f"iter_{start + args.iterations - 1:04d}" / "model"
+    print(f"\nartifacts:   {layout.root}  (Parquet per stage under iter_*/)")
+    print(f"checkpoints: {layout.checkpoints}")
     if cfg.tracking.mlflow:
-        print(f"mlflow:     {cfg.tracking.mlflow_uri or 'sqlite:///' + str(layout.runs_dir / 'mlflow.db')}")
-    print(f'next: spell history --runs-dir {cfg.run.runs_dir} "SELECT role, avg(reward) FROM rewards GROUP BY ALL"')
+        uri = cfg.tracking.mlflow_uri or "sqlite:///" + str(layout.runs_dir / "mlflow.db")
+        print(f"mlflow:      {uri}  (run '{layout.run}'; view with: mlflow ui --backend-store-uri {uri})")
+    print(f"duckdb:      views prompts, questions, responses, verdicts, rewards, batch, train_metrics over {runs}/")
+    print("next:")
+    query = "SELECT iteration, role, avg(reward) FROM rewards GROUP BY ALL ORDER BY ALL"
+    print(f'  spell history --runs-dir {runs} "{query}"')
+    print(f"  spell report --runs-dir {runs} --run {layout.run}")
+    print(f"  spell run --config {args.config} --run {layout.run} --resume --iterations 1")
+    print(f"  spell eval --model {ckpt} --set eval.data_dir=<benchmark files>")
+    print(
+        "  prefect server start --host 127.0.0.1 & spell deploy   # then: prefect deployment run spell-iteration/local"
+    )
     return 0
 
 
