@@ -33,7 +33,8 @@ def evaluate(model_path: str, cfg, items_by_bench: dict, judge_kind: str) -> dic
             bench, items, cfg.eval, policy.render, policy.rollout, judge, seed=cfg.run.seed, prefill=cfg.rollout.prefill
         )
         out[bench] = {q["item_id"]: q["mean_score"] for q in res.questions}
-        out[bench + "/rule"] = {q["item_id"]: q["mean_rule"] for q in res.questions}
+        if judge is not None:  # the rule alone, besides max(rule, judge)
+            out[bench + "/rule"] = {q["item_id"]: q["mean_rule"] for q in res.questions}
     return out
 
 
