@@ -95,8 +95,8 @@ def evaluate(
         from storage.tracking import Tracker
 
         tracker = Tracker(layout, cfg.tracking.mlflow_uri)
-        metrics = {
-            f"eval/{b}/{k}": v
+        metrics = {  # MLflow names allow no '@': pass@4 is logged as pass_at_4
+            f"eval/{b}/{k.replace('@', '_at_')}": v
             for b, s in summaries.items()
             for k, v in s.items()
             if isinstance(v, int | float) and not isinstance(v, bool)

@@ -108,7 +108,6 @@ def test_eval_flow_on_tiny_model(prefect_api, tiny_model_dir, tmp_path):
         "eval.max_input_tokens=256",
         "eval.judge=self",
         "eval.pass_k=[1, 2]",
-        "tracking.mlflow=false",
     ]
     config = str(Path(__file__).resolve().parents[1] / "configs" / "eval-16k.yaml")
     out = spell_eval(model=tiny_model_dir, config=config, name="tiny-eval", overrides=ov)
@@ -121,5 +120,11 @@ def test_eval_flow_on_tiny_model(prefect_api, tiny_model_dir, tmp_path):
         assert pq.read_table(d / f"eval_tasks_{b}.parquet").num_rows == 1
         assert b in out["table"]
     assert "Avg (paper)" in out["table"] and (d / "report.md").is_file()
+    from storage.layout import RunLayout
+    from storage.tracking import Tracker
+
+    assert [
+        s for s, _ in Tracker(RunLayout(tmp_path / "runs", "tiny-eval")).metric_history("eval/frames/pass_at_2")
+    ] == [0]
     con = open_history(tmp_path / "runs")
     assert con.execute("SELECT count(DISTINCT benchmark) FROM eval_tasks").fetchone()[0] == 6
