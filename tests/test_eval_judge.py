@@ -159,3 +159,4 @@ def test_longbench_v2_is_never_judged(server, tmp_path):
 
     res = run_benchmark("longbench-v2", [item], EvalConfig(n_samples=1, pass_k=[1]), lambda ps: [[1]], rollout, judge)
     assert res.summary["score"] == 1.0 and sum(FakeJudge.hits.values()) == 0
+    assert res.summary["judge"] is None and res.questions[0]["mean_judge"] is None

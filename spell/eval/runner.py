@@ -98,7 +98,8 @@ def run_benchmark(
                     "response_tokens": len(c["token_ids"]),
                 }
             )
-    if judge is not None and benchmark != "longbench-v2":
+    judged = judge is not None and benchmark != "longbench-v2"  # LongBench-v2 is scored by the rule alone
+    if judged:
         by_id = {it.item_id: it for it in items}
         todo = [s for s in res.samples if s["prediction"] is not None and (cfg.judge_all or s["rule"] < 1.0)]
         prompts = [
@@ -120,7 +121,7 @@ def run_benchmark(
             "correct": c,
             "mean_score": sum(s["score"] for s in ss) / max(n, 1),
             "mean_rule": sum(s["rule"] for s in ss) / max(n, 1),
-            "mean_judge": (sum(float(s["judge"] or 0) for s in ss) / max(n, 1)) if judge is not None else None,
+            "mean_judge": (sum(float(s["judge"] or 0) for s in ss) / max(n, 1)) if judged else None,
         }
         for k in ks:
             q[f"pass@{k}"] = pass_at_k(n, c, k) if n >= k else None
@@ -132,7 +133,7 @@ def run_benchmark(
         "samples": len(res.samples),
         "score": sum(q["mean_score"] for q in res.questions) / nq,
         "rule": sum(q["mean_rule"] for q in res.questions) / nq,
-        "judge": (sum(q["mean_judge"] or 0 for q in res.questions) / nq) if judge is not None else None,
+        "judge": (sum(q["mean_judge"] or 0 for q in res.questions) / nq) if judged else None,
         "judge_failures": sum(1 for s in res.samples if s["judge_error"]),
         **{f"pass@{k}": sum(q[f"pass@{k}"] or 0 for q in res.questions) / nq for k in ks},
     }
