@@ -116,10 +116,6 @@ def policy(ctx: StageContext) -> Any:
     return handle
 
 
-def forget_policy(name: str) -> None:
-    _HANDLES.pop(name, None)
-
-
 def rollout(
     handle: Any,
     prompts: list[Any],

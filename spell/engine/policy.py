@@ -301,11 +301,6 @@ class Policy:
             "busy_seconds": dict(self.busy_seconds),
         }
 
-    def weights_fingerprint(self) -> float:
-        """Sum of |w| over all weights: a cheap check that training changed something."""
-        with torch.no_grad():
-            return float(sum(p.detach().abs().double().sum().item() for p in self.model.parameters()))
-
 
 def _wrap_lora(model: Any, rank: int, alpha: float) -> Any:
     try:
