@@ -21,7 +21,7 @@ from prefect import flow, get_run_logger
 from spell.config import SpellConfig, dump_config, load_config
 from spell.corpus import corpus_from_qa, load_corpus
 from storage.io import write_text
-from storage.layout import Manifest, RunLayout
+from storage.layout import Manifest, RunLayout, stage_of
 from storage.summary import iteration_metrics
 from tasks.checkpoint import checkpoint
 from tasks.common import StageContext
@@ -232,8 +232,7 @@ def prepare_replay(cfg: SpellConfig, iteration: int, from_stage: str) -> tuple[s
     copied = Manifest(dst)
     keep = STAGE_ORDER[: STAGE_ORDER.index(from_stage)]
     for key, rec in original.data["stages"].items():
-        stage = key.rsplit("_r", 1)[0] if key[-3:-2] == "r" and key[-2:].isdigit() else key
-        if stage in keep:
+        if stage_of(key) in keep:
             for name in rec["outputs"]:
                 shutil.copy2(src / name, dst / name)
             copied.data["stages"][key] = {**rec, "copied_from": str(src)}

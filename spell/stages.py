@@ -367,7 +367,9 @@ def reward_rows(
             q["status"], g, group, qc.reward, qc.sigma, qc.bad_format_reward, qc.ungrounded_reward
         )
         mean = sum(group) / len(group) if group else None
-        admitted = bool(mean is not None and q["status"] == "ok" and g is not False and _admits(mean, cfg))
+        admitted = bool(
+            mean is not None and q["status"] == "ok" and g is not False and history_admits(mean, cfg.history.admit)
+        )
         out.append(
             _reward_row(
                 q,
@@ -382,10 +384,6 @@ def reward_rows(
             )
         )
     return out
-
-
-def _admits(mean: float, cfg: SpellConfig) -> bool:
-    return history_admits(mean, cfg.history.admit)
 
 
 def usable_group_count(rewards: Sequence[Row], dynamic: bool = True) -> int:

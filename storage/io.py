@@ -4,20 +4,15 @@ leaves a half file that looks complete (readers glob `*.parquet`, never `*.tmp`)
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from spell.files import atomic_write_text as write_text
+from spell.files import fsync_replace
 from storage.schemas import SCHEMAS
-
-
-def _fsync_replace(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
 
 
 def to_table(kind: str, rows: list[dict[str, Any]]) -> pa.Table:
@@ -34,7 +29,7 @@ def write_rows(path: str | Path, kind: str, rows: list[dict[str, Any]]) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(final.name + ".tmp")
     pq.write_table(to_table(kind, rows), tmp, compression="zstd")
-    _fsync_replace(tmp, final)
+    fsync_replace(tmp, final)
     return final
 
 
@@ -43,16 +38,4 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(final.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    _fsync_replace(tmp, final)
-
-
-def write_text(path: str | Path, text: str) -> None:
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(final.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    _fsync_replace(tmp, final)
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str))

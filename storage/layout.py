@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
 from pathlib import Path
 from typing import Any
 
+from spell.files import sha256_file
 from storage.io import write_json
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -27,11 +27,13 @@ def safe_name(name: str, what: str = "run name") -> str:
 
 
 def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    return sha256_file(path)[:16]
+
+
+def stage_of(key: str) -> str:
+    """Manifest key -> stage name: 'respond_r02' -> 'respond', 'grpo_step' -> 'grpo_step'."""
+    head, sep, rnd = key.rpartition("_r")
+    return head if sep and len(rnd) == 2 and rnd.isdigit() else key
 
 
 class RunLayout:

@@ -7,7 +7,7 @@ import base64
 import json
 from pathlib import Path
 
-from storage.layout import Manifest, RunLayout
+from storage.layout import Manifest, RunLayout, stage_of
 from storage.views import open_history
 
 
@@ -54,7 +54,7 @@ def build_report(runs_dir: str | Path, run: str) -> tuple[Path, Path]:
     for k in layout.iterations():
         totals: dict[str, float] = {}
         for key, rec in Manifest(layout.iter_dir(k)).data.get("stages", {}).items():
-            stage = key.rsplit("_r", 1)[0] if key[-3:-2] == "r" and key[-2:].isdigit() else key
+            stage = stage_of(key)
             totals[stage] = totals.get(stage, 0.0) + float(rec.get("summary", {}).get("seconds", 0.0))
         for stage, v in totals.items():
             xs, ys = stage_secs.setdefault(stage, ([], []))

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from spell.files import atomic_write_text
+
 LATEST = "LATEST"
 
 
@@ -44,14 +46,6 @@ def _jsonable(x: Any) -> Any:
 
 def _tupled(x: Any) -> Any:
     return tuple(_tupled(v) for v in x) if isinstance(x, list) else x
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def save_checkpoint(

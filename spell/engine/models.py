@@ -9,12 +9,13 @@ copied into a model rebuilt from its config and saved once as safetensors (about
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from spell.files import sha256_file
 
 
 @dataclass(frozen=True)
@@ -48,14 +49,6 @@ def packaged_file(m: PackagedModel) -> Path:
     return path
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def prepare(key: str, cache_dir: str | Path) -> Path:
     """The safetensors folder of a packaged model, built on first use after checking the checksum."""
     import torch
@@ -68,7 +61,7 @@ def prepare(key: str, cache_dir: str | Path) -> Path:
             return target
         shutil.rmtree(target)  # prepared by an older version that kept the GGUF marker: rebuild
     src = packaged_file(m)
-    digest = sha256_of(src)
+    digest = sha256_file(src)
     if digest != m.sha256:
         raise ValueError(f"{src}: sha256 {digest} does not match the expected {m.sha256}; reinstall {m.pip_name}")
     gguf = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
