@@ -222,6 +222,9 @@ class EngineConfig(_Section):
     ray_address: str = _field(
         "local", "'local' starts a private Ray; 'auto' or 'host:port' or 'ray://...' joins a cluster."
     )
+    actor_restarts: int = _field(
+        2, "Times a stage is retried after the policy actor died (rebuilt from the latest checkpoint).", ge=0
+    )
 
 
 class TrackingConfig(_Section):

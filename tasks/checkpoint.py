@@ -8,6 +8,7 @@ from prefect import task
 
 from spell.config import dump_config
 from tasks.common import StageContext, call, policy, run_stage
+from tasks.grpo_step import apply_step, has_step
 
 
 @task(name="checkpoint", task_run_name="checkpoint-i{ctx.iteration}")
@@ -16,8 +17,13 @@ def checkpoint(ctx: StageContext) -> dict[str, Any]:
     target = ctx.checkpoint_root / name
 
     def compute() -> dict[str, Any]:
+        actor = policy(ctx)
+        if not has_step(ctx, actor):
+            # the actor died after the GRPO step and was rebuilt from the previous checkpoint: saving it
+            # as this iteration would lose the step, so the stored batch is applied again first
+            apply_step(ctx, actor)
         path = call(
-            policy(ctx),
+            actor,
             "save",
             str(ctx.checkpoint_root),
             name,

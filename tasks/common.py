@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,9 @@ from typing import Any
 from spell.config import SpellConfig, dump_config
 from storage.io import read_rows
 from storage.layout import Manifest, RunLayout
+
+log = logging.getLogger("spell")
+_STAGE: ContextVar[str] = ContextVar("spell_stage", default="")
 
 
 @dataclass
@@ -63,19 +69,47 @@ def run_stage(
     compute: Callable[[], dict[str, Any]],
     force: bool = False,
 ) -> dict[str, Any]:
-    """Run `compute` unless the manifest says this stage already ran on the same inputs and config."""
+    """Run `compute` unless the manifest says this stage already ran on the same inputs and config.
+
+    A policy actor that dies mid-stage (node lost, OOM-killed) is rebuilt from the latest checkpoint by
+    `policy()` and the stage is computed again, up to `engine.actor_restarts` times.
+    """
     manifest = Manifest(ctx.iter_dir)
     if not force and manifest.is_done(key, ctx.config_hash, inputs):
         return {**manifest.stage(key).get("summary", {}), "skipped": True}
     start = time.perf_counter()
-    _maybe_fault(key, "before")
-    summary = compute()
-    _maybe_fault(key, "after")
+    token = _STAGE.set(key)
+    restarts = 0
+    try:
+        _maybe_fault(key, "before")
+        while True:
+            try:
+                summary = compute()
+                break
+            except Exception as exc:
+                if not _actor_died(exc) or restarts >= ctx.cfg.engine.actor_restarts:
+                    raise
+                restarts += 1
+                _HANDLES.pop(ctx.actor_name, None)
+                log.warning("stage %s: policy actor died (%s); rebuilding, retry %d", key, type(exc).__name__, restarts)
+        _maybe_fault(key, "after")
+    finally:
+        _STAGE.reset(token)
     seconds = time.perf_counter() - start
     summary = {**summary, "seconds": round(seconds, 3)}
+    if restarts:
+        summary["actor_restarts"] = restarts
     manifest = Manifest(ctx.iter_dir)  # re-read: nothing else writes it, but stay correct if it did
     manifest.record(key, ctx.config_hash, inputs, outputs, summary=summary)
     return {**summary, "skipped": False}
+
+
+def _actor_died(exc: BaseException) -> bool:
+    if "ray" not in sys.modules:
+        return False
+    import ray
+
+    return isinstance(exc, ray.exceptions.RayActorError)
 
 
 def _maybe_fault(key: str, when: str) -> None:
@@ -84,6 +118,21 @@ def _maybe_fault(key: str, when: str) -> None:
     target = os.environ.get("SPELL_FAULT_KILL")
     if target and target == f"{key}:{when}":
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+_ACTOR_KILLS_DONE: set[str] = set()
+
+
+def _maybe_kill_actor(handle: Any) -> None:
+    """Fault injection: SPELL_FAULT_ACTOR_KILL=<stage key>[,<key>...] kills the policy actor at that stage's
+    first actor call (once per key and process), as a lost node or an OOM kill would."""
+    keys = os.environ.get("SPELL_FAULT_ACTOR_KILL", "")
+    stage = _STAGE.get()
+    if stage and stage in keys.split(",") and stage not in _ACTOR_KILLS_DONE:
+        import ray
+
+        _ACTOR_KILLS_DONE.add(stage)
+        ray.kill(handle, no_restart=True)
 
 
 # A non-detached Ray actor dies with its last handle, named or not: this process keeps one handle per
@@ -141,6 +190,7 @@ def rollout(
 def call(handle: Any, method: str, *args: Any) -> Any:
     import ray
 
+    _maybe_kill_actor(handle)
     return ray.get(getattr(handle, method).remote(*args))
 
 

@@ -14,28 +14,36 @@ from tasks.common import StageContext, call, policy, run_stage
 METRIC_KEYS = tuple(f.name for f in SCHEMAS["train_metrics"] if f.type == pa.float64())
 
 
+def apply_step(ctx: StageContext, actor: Any) -> dict[str, Any]:
+    """The iteration's update from its stored batch; deterministic, so re-applying it on a rebuilt actor
+    reproduces the same weights."""
+    seqs = [
+        {"prompt_ids": b["prompt_ids"], "response_ids": b["response_ids"], "advantage": b["advantage"]}
+        for b in read_rows(ctx.file("batch"))
+    ]
+    m = call(actor, "train_step", seqs, ctx.iteration)
+    steps = call(actor, "info")["learner_steps"]
+    return {
+        "run": ctx.layout.run,
+        "iteration": ctx.iteration,
+        **{k: float(m.get(k, 0.0)) for k in METRIC_KEYS},
+        "learner_steps": steps,
+    }
+
+
+def has_step(ctx: StageContext, actor: Any) -> bool:
+    return call(actor, "info")["trained_iteration"] >= ctx.iteration
+
+
 @task(name="grpo-step", task_run_name="grpo-step-i{ctx.iteration}")
 def grpo_step(ctx: StageContext) -> dict[str, Any]:
     src, out = ctx.file("batch"), ctx.file("train_metrics")
-    actor = policy(ctx)
     # The manifest alone cannot tell whether *this* actor already took the step: a fresh actor built
     # from the previous checkpoint after a kill has not, so the step is re-applied (deterministically).
-    applied = call(actor, "info")["trained_iteration"] >= ctx.iteration
+    applied = has_step(ctx, policy(ctx))
 
     def compute() -> dict[str, Any]:
-        batch = read_rows(src)
-        seqs = [
-            {"prompt_ids": b["prompt_ids"], "response_ids": b["response_ids"], "advantage": b["advantage"]}
-            for b in batch
-        ]
-        m = call(actor, "train_step", seqs, ctx.iteration)
-        steps = call(actor, "info")["learner_steps"]
-        row = {
-            "run": ctx.layout.run,
-            "iteration": ctx.iteration,
-            **{k: float(m.get(k, 0.0)) for k in METRIC_KEYS},
-            "learner_steps": steps,
-        }
+        row = apply_step(ctx, policy(ctx))  # policy() inside: a retry after an actor death gets the rebuilt one
         write_rows(out, "train_metrics", [row])
         return {"path": str(out), **{k: row[k] for k in ("loss", "grad_norm", "tokens", "skipped")}}
 

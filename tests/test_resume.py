@@ -74,22 +74,32 @@ def _snapshot(run_dir: Path) -> dict[str, list[str]]:
     return out
 
 
-@pytest.mark.parametrize("kill_at", ["respond_r01:after", "grpo_step:after"])
-def test_killed_run_resumes_to_identical_artifacts(prefect_api, ray_local, tmp_path, kill_at):
+# one kill at every stage of iteration 1, in pipeline order: each run resumes the previous one and dies
+# at the next point ("after" = output written, manifest entry not; "before" = nothing of the stage written)
+KILL_CHAIN = [
+    "sample_docs_r01:after",
+    "question_r01:before",
+    "question_r01:after",
+    "respond_r01:after",
+    "verify_r01:after",
+    "reward_r01:before",
+    "reward_r01:after",
+    "select_batch:after",
+    "grpo_step:after",
+    "checkpoint:after",
+]
+
+
+def _reference(tmp_path: Path) -> Path:
     from flows.iteration import spell_iteration
 
     ref_runs = tmp_path / "ref"
     for _ in range(2):
         spell_iteration(run="killed", config=CONFIG, overrides=[f"run.runs_dir={ref_runs}"])
+    return ref_runs
 
-    runs = tmp_path / "runs"
-    rc, out = _spell(runs, "--iterations", "2", kill_at=kill_at, ray_tmp=_short_tmp())
-    assert rc == -signal.SIGKILL, out
-    rc, out = _spell(runs, "--iterations", "2", "--resume", ray_tmp=_short_tmp())
-    assert rc == 0, out
-    rc, out = _spell(runs, "--iterations", "1", ray_tmp=_short_tmp())
-    assert rc == 2, out  # refusing to start over an existing run without --resume
 
+def _assert_same(ref_runs: Path, runs: Path) -> None:
     a, b = _snapshot(ref_runs / "killed"), _snapshot(runs / "killed")
     assert a.keys() == b.keys() and a == b
     ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
@@ -97,3 +107,38 @@ def test_killed_run_resumes_to_identical_artifacts(prefect_api, ray_local, tmp_p
         wa = AutoModelForCausalLM.from_pretrained(ref_runs / "killed/checkpoints/iter_0002/model")(ids).logits
         wb = AutoModelForCausalLM.from_pretrained(runs / "killed/checkpoints/iter_0002/model")(ids).logits
     torch.testing.assert_close(wa, wb, atol=1e-5, rtol=1e-4)
+
+
+def test_killed_at_every_stage_resumes_to_identical_artifacts(prefect_api, ray_local, tmp_path):
+    ref_runs = _reference(tmp_path)
+    runs = tmp_path / "runs"
+    rc, out = _spell(runs, "--iterations", "2", kill_at=KILL_CHAIN[0], ray_tmp=_short_tmp())
+    assert rc == -signal.SIGKILL, out
+    for point in KILL_CHAIN[1:]:
+        rc, out = _spell(runs, "--iterations", "2", "--resume", kill_at=point, ray_tmp=_short_tmp())
+        assert rc == -signal.SIGKILL, f"{point} was never reached: {out}"
+    rc, out = _spell(runs, "--iterations", "2", "--resume", ray_tmp=_short_tmp())
+    assert rc == 0, out
+    rc, out = _spell(runs, "--iterations", "1", ray_tmp=_short_tmp())
+    assert rc == 2, out  # refusing to start over an existing run without --resume
+    _assert_same(ref_runs, runs)
+
+
+def test_dead_policy_actor_is_rebuilt_and_the_stage_retried(prefect_api, ray_local, tmp_path, monkeypatch):
+    """The actor is killed inside respond, the GRPO step and the checkpoint (after the step was taken):
+    each stage rebuilds it from the latest checkpoint, retries, and the run ends as if nothing happened."""
+    from flows.iteration import spell_iteration
+    from storage.layout import Manifest
+
+    ref_runs = _reference(tmp_path)
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("SPELL_FAULT_ACTOR_KILL", "respond_r01,grpo_step,checkpoint")
+    for _ in range(2):
+        spell_iteration(run="killed", config=CONFIG, overrides=[f"run.runs_dir={runs}"])
+    stages = Manifest(runs / "killed" / "iter_0001").data["stages"]
+    assert {k: v["summary"].get("actor_restarts") for k, v in stages.items() if "actor_restarts" in v["summary"]} == {
+        "respond_r01": 1,
+        "grpo_step": 1,
+        "checkpoint": 1,
+    }
+    _assert_same(ref_runs, runs)
