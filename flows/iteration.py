@@ -54,6 +54,7 @@ def run_iteration(
         log = logging.getLogger("spell")
     layout = RunLayout(cfg.run.runs_dir, cfg.run.name)
     layout.check_writable()
+    layout.check_free_space(cfg.run.min_free_disk_gb)
     k = iteration or layout.next_iteration()
     prev = layout.checkpoints / f"iter_{k - 1:04d}"
     ctx = StageContext(cfg, layout, k, branch, initial_checkpoint or (str(prev) if prev.is_dir() else None))

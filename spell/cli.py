@@ -70,6 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = resolve(args.config, args.set, args.run)
     layout = RunLayout(cfg.run.runs_dir, cfg.run.name)
     layout.check_writable()
+    layout.check_free_space(cfg.run.min_free_disk_gb)
     if layout.iterations() and not args.resume:
         print(
             f"run '{layout.run}' already has iterations in {layout.root}; add --resume to continue it, "
@@ -278,10 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from spell.config import ConfigError
+    from spell.corpus import CorpusError
+    from storage.layout import StorageError
 
     try:
         return int(args.fn(args) or 0)
-    except ConfigError as exc:
+    except (ConfigError, CorpusError, StorageError) as exc:  # the user's to fix: one clear line, no traceback
         print(f"spell: {exc}", file=sys.stderr)
         return 2
 

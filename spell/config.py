@@ -42,6 +42,12 @@ class RunConfig(_Section):
     name: str = _field("demo", "Run name; artifacts go to `<runs_dir>/<name>/`.", pattern=r"^[A-Za-z0-9_.-]+$")
     runs_dir: str = _field("runs", "Directory holding every run's artifacts, checkpoints and MLflow store.")
     seed: int = _field(0, "Global seed: task sampler, document subsets, MC target letters, generation.", ge=0)
+    min_free_disk_gb: float = _field(
+        1.0,
+        "Free space the runs directory must have before an iteration starts, on top of room for two more "
+        "checkpoints the size of the newest one; less stops the run before any work.",
+        ge=0,
+    )
 
 
 class DataConfig(_Section):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,31 @@ class RunLayout:
             probe.unlink()
         except OSError as exc:
             raise StorageError(f"cannot write to run directory {self.root}: {exc.strerror or exc}") from None
+
+    def check_free_space(self, min_free_gb: float) -> None:
+        """Fail before any work when the disk cannot hold this iteration: `min_free_gb` plus two
+        checkpoints the size of the newest (the new one is written beside the old before the swap)."""
+        from spell.engine.checkpoint import latest_checkpoint
+
+        newest = latest_checkpoint(self.checkpoints)
+        ckpt = sum(f.stat().st_size for f in newest.rglob("*") if f.is_file()) if newest else 0
+        need = int(min_free_gb * 2**30) + 2 * ckpt
+        self.root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.root).free
+        if free < need:
+            raise StorageError(
+                f"not enough disk space under {self.root}: {_size(free)} free, {_size(need)} needed "
+                f"(run.min_free_disk_gb={min_free_gb} + 2 x the newest checkpoint, {_size(ckpt)}); free some "
+                "space, move run.runs_dir, or lower run.min_free_disk_gb"
+            )
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} GiB"
 
 
 class Manifest:
