@@ -19,8 +19,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from spell.config import SpellConfig, dump_config, load_config
-from spell.corpus import corpus_from_qa, load_corpus
-from storage.io import write_text
+from spell.corpus import Corpus, corpus_from_qa, drop_long_documents, load_corpus, require_usable
+from storage.io import read_rows, to_table, write_rows, write_text
 from storage.layout import Manifest, RunLayout, stage_of
 from storage.summary import iteration_metrics
 from tasks.checkpoint import checkpoint
@@ -62,12 +62,7 @@ def run_iteration(
     if not branch:
         write_text(layout.root / "config.yaml", dump_config(cfg))
     write_text(ctx.iter_dir / "config.yaml", dump_config(cfg))
-    if cfg.run.mode == "rlvr":
-        corpus = corpus_from_qa(cfg.data.qa_file)
-    else:
-        corpus = load_corpus(cfg.data.corpus, seed=cfg.run.seed, cache_dir=Path(cfg.run.runs_dir) / ".corpus")
-    if corpus.rejects:
-        write_rejects(ctx.iter_dir / "corpus_rejects.json", corpus.rejects)
+    corpus = load_checked_corpus(ctx)
     start = time.perf_counter()
     busy_before = _busy(ctx)
     timings: dict[str, float] = {}
@@ -166,10 +161,27 @@ def _busy(ctx: StageContext) -> dict[str, float]:
     return dict(call(policy(ctx), "info")["busy_seconds"])
 
 
-def write_rejects(path: Path, rejects: list[dict[str, str]]) -> None:
-    import json
+def load_checked_corpus(ctx: StageContext) -> Corpus:
+    """The iteration's corpus: bad rows and over-long documents skipped and written to `rejects.parquet`;
+    a corpus with too little left stops the run here, before any generation."""
+    cfg = ctx.cfg
+    if cfg.run.mode == "rlvr":
+        return corpus_from_qa(cfg.data.qa_file)
+    m = cfg.data.docs_per_visit
+    corpus = load_corpus(cfg.data.corpus, min_docs=m, seed=cfg.run.seed, cache_dir=Path(cfg.run.runs_dir) / ".corpus")
+    from tasks.common import call, policy
 
-    write_text(path, json.dumps(rejects, indent=1))
+    corpus = drop_long_documents(
+        corpus, cfg.responder.max_prompt_tokens, lambda texts: call(policy(ctx), "count_tokens", texts), min_docs=m
+    )
+    rejects = [
+        {"run": ctx.layout.run, "iteration": ctx.iteration, "source": corpus.source, **r} for r in corpus.rejects
+    ]
+    path = ctx.file("rejects")
+    if not path.is_file() or read_rows(path) != to_table("rejects", rejects).to_pylist():  # unchanged: kept as is
+        write_rows(path, "rejects", rejects)
+    require_usable(corpus, cfg.data.task_weights, cfg.data.max_reject_share)
+    return corpus
 
 
 @flow(name="spell-iteration", log_prints=True)

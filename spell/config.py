@@ -60,6 +60,13 @@ class DataConfig(_Section):
     docs_per_visit: int = _field(
         5, "m: new documents shown to the questioner per visit of a cluster (paper §3.2, App. E.1).", ge=1
     )
+    max_reject_share: float = _field(
+        0.5,
+        "Stop when more than this share of corpus rows is rejected (bad rows are skipped and recorded in the "
+        "`rejects` table); a higher share usually means a wrong file or format.",
+        ge=0,
+        le=1,
+    )
 
     @model_validator(mode="after")
     def _check_weights(self) -> DataConfig:

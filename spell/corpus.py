@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,10 @@ class Cluster:
 @dataclass
 class Corpus:
     clusters: dict[str, Cluster]
-    rejects: list[dict[str, str]] = field(default_factory=list)
+    # one entry per skipped row or document: {"row", "cluster_id", "doc_index" (-1 = whole row), "reason"}
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    rows_read: int = 0
+    source: str = ""
     # run.mode=rlvr: the labelled question and golds of each cluster (one QA item per cluster)
     qa: dict[str, Any] = field(default_factory=dict)
 
@@ -92,18 +97,87 @@ def load_corpus(source: str, min_docs: int = 1, seed: int = 0, cache_dir: str | 
             )
         rows = _read_rows(path)
     clusters: dict[str, Cluster] = {}
-    rejects: list[dict[str, str]] = []
+    rejects: list[dict[str, Any]] = []
     for i, row in enumerate(rows):
         cid = str(row.get("cluster_id", f"<row {i}>")) if isinstance(row, dict) else f"<row {i}>"
         reason = _problem(row, clusters, min_docs)
         if reason:
-            rejects.append({"cluster_id": cid, "reason": reason})
+            rejects.append({"row": i, "cluster_id": cid, "doc_index": -1, "reason": reason})
             continue
         docs = tuple(d.strip() for d in row["documents"])
         clusters[cid] = Cluster(cid, row["task"], docs)
     if not clusters:
         raise CorpusError(f"corpus {source} has no usable cluster ({len(rejects)} rejected, e.g. {rejects[:3]})")
-    return Corpus(clusters, rejects)
+    return Corpus(clusters, rejects, rows_read=len(rows), source=source)
+
+
+def drop_long_documents(
+    corpus: Corpus, max_tokens: int, count_tokens: Callable[[list[str]], list[int]], min_docs: int = 1
+) -> Corpus:
+    """Drop documents longer than the responder's context (`max_tokens`): they can never be shown whole.
+
+    Only documents of more than `max_tokens` UTF-8 bytes are tokenized (a byte-level tokenizer never makes
+    more tokens than bytes), so a corpus of normal documents costs nothing. A cluster left with fewer than
+    `min_docs` documents is rejected as a whole.
+    """
+    row_of = {cid: i for i, cid in enumerate(corpus.clusters)}
+    suspects = [
+        (cid, j, d)
+        for cid, c in corpus.clusters.items()
+        for j, d in enumerate(c.documents)
+        if len(d.encode()) > max_tokens
+    ]
+    if not suspects:
+        return corpus
+    lengths = count_tokens([d for _, _, d in suspects])
+    too_long: dict[str, dict[int, int]] = {}
+    for (cid, j, _), n in zip(suspects, lengths, strict=True):
+        if n > max_tokens:
+            too_long.setdefault(cid, {})[j] = n
+    if not too_long:
+        return corpus
+    clusters, rejects = dict(corpus.clusters), list(corpus.rejects)
+    for cid, long_docs in too_long.items():
+        for j, n in sorted(long_docs.items()):
+            rejects.append(
+                {
+                    "row": row_of[cid],
+                    "cluster_id": cid,
+                    "doc_index": j,
+                    "reason": f"document of {n} tokens > responder.max_prompt_tokens={max_tokens}",
+                }
+            )
+        kept = tuple(d for j, d in enumerate(clusters[cid].documents) if j not in long_docs)
+        if len(kept) < min_docs:
+            del clusters[cid]
+            reason = f"only {len(kept)} documents fit the context (< {min_docs})"
+            rejects.append({"row": row_of[cid], "cluster_id": cid, "doc_index": -1, "reason": reason})
+        else:
+            clusters[cid] = replace(clusters[cid], documents=kept)
+    return replace(corpus, clusters=clusters, rejects=rejects)
+
+
+def require_usable(corpus: Corpus, task_weights: Mapping[str, float], max_reject_share: float) -> None:
+    """Continue on a corpus with some bad rows; stop with the reasons when too little is left to train on."""
+    whole_rows = [r for r in corpus.rejects if r.get("doc_index", -1) == -1]
+    reasons = Counter(r["reason"].split(" (")[0] for r in whole_rows).most_common(3)
+    why = "; ".join(f"{n} x {reason}" for reason, n in reasons)
+    if not corpus.clusters:
+        raise CorpusError(f"corpus {corpus.source} has no usable cluster left ({why})")
+    share = len(whole_rows) / max(corpus.rows_read, 1)
+    if share > max_reject_share:
+        raise CorpusError(
+            f"corpus {corpus.source}: {len(whole_rows)} of {corpus.rows_read} rows rejected ({share:.0%} > "
+            f"data.max_reject_share={max_reject_share}); most common: {why}. Fix the corpus (see the rejects "
+            "table) or raise data.max_reject_share"
+        )
+    have = corpus.by_task()
+    empty = [t for t, w in task_weights.items() if w > 0 and not have.get(t)]
+    if empty:
+        raise CorpusError(
+            f"corpus {corpus.source} has no usable cluster for task(s) {empty}; add some, or turn them off with "
+            + " ".join(f"--set data.task_weights.{t}=0" for t in empty)
+        )
 
 
 def _problem(row: Any, seen: dict[str, Cluster], min_docs: int) -> str | None:
@@ -138,7 +212,7 @@ def corpus_from_qa(path: str) -> Corpus:
     if not items:
         raise CorpusError(f"{path}: no usable labelled QA item")
     clusters = {it.qa_id: Cluster(it.qa_id, it.task, it.documents) for it in items}
-    return Corpus(clusters, [], {it.qa_id: it for it in items})
+    return Corpus(clusters, qa={it.qa_id: it for it in items}, rows_read=len(items), source=path)
 
 
 def write_corpus(path: str | Path, clusters: list[Cluster]) -> Path:

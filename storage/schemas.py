@@ -146,6 +146,19 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
 }
 
+# corpus rows (doc_index -1) and single documents skipped when an iteration loaded its corpus, with why
+SCHEMAS["rejects"] = pa.schema(
+    [
+        ("run", pa.string()),
+        ("iteration", pa.int32()),
+        ("source", pa.string()),
+        ("row", pa.int64()),
+        ("cluster_id", pa.string()),
+        ("doc_index", pa.int32()),
+        ("reason", pa.string()),
+    ]
+)
+
 _PASS = [(f"pass@{k}", pa.float64()) for k in (1, 2, 4, 8)]
 SCHEMAS["eval_samples"] = pa.schema(
     [
@@ -194,4 +207,4 @@ SCHEMAS["eval_tasks"] = pa.schema(
 )
 
 ROUND_STAGES = ("prompts", "questions", "grounding", "responses", "verdicts", "rewards")
-ITERATION_STAGES = ("batch", "train_metrics")
+ITERATION_STAGES = ("batch", "train_metrics", "rejects")

@@ -25,6 +25,7 @@ VIEWS = (
     "rewards",
     "batch",
     "train_metrics",
+    "rejects",
     "eval_samples",
     "eval_questions",
     "eval_tasks",

@@ -210,12 +210,13 @@ def test_report_png_and_html(two_iterations):
 
 
 def test_rounds_without_usable_groups_end_the_iteration_cleanly(prefect_api, ray_local, tmp_path):
-    """Every responder prompt over the limit: max_rounds rounds, then a clear note; nothing half-written."""
+    """Every responder prompt (8 documents) over the limit, each document under it: max_rounds rounds, then a
+    clear note; nothing half-written."""
     import json
 
     from flows.iteration import spell_iteration
 
-    ov = [f"run.runs_dir={tmp_path}", "responder.max_prompt_tokens=1", "sampling.max_rounds=2"]
+    ov = [f"run.runs_dir={tmp_path}", "responder.max_prompt_tokens=400", "sampling.max_rounds=2"]
     out = spell_iteration(run="empty", config=CONFIG, overrides=ov)
     assert out["usable_groups"] == 0 and out["rounds"] == 2 and "no responder group" in out["note"]
     d = Path(out["dir"])
