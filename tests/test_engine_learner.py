@@ -73,10 +73,12 @@ def test_old_logprobs_give_ratio_and_clipping(model):
         learner.backward([TrainSequence([1, 2], [3, 4], 1.0, old_logprobs=[0.0])])
 
 
-def test_non_finite_gradient_skips_step_and_keeps_weights(model):
+@pytest.mark.parametrize("bad_advantage", [float("nan"), float("inf"), float("-inf"), 3e38])
+def test_non_finite_gradient_skips_step_and_keeps_weights(model, bad_advantage):
+    """NaN, +-inf, or a finite advantage whose gradient overflows: step skipped, counted, weights untouched."""
     learner = Learner(model, LearnerSettings(lr=1e-2))
     before = [p.detach().clone() for p in model.parameters()]
-    bad = TrainSequence([5, 6], [7, 8], advantage=float("nan"))
+    bad = TrainSequence([5, 6], [7, 8], advantage=bad_advantage)
     m = learner.train_step([bad])
     assert m["skipped"] == 1.0 and learner.skipped_steps == 1 and learner.steps == 0
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

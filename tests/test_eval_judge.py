@@ -160,3 +160,16 @@ def test_longbench_v2_is_never_judged(server, tmp_path):
     res = run_benchmark("longbench-v2", [item], EvalConfig(n_samples=1, pass_k=[1]), lambda ps: [[1]], rollout, judge)
     assert res.summary["score"] == 1.0 and sum(FakeJudge.hits.values()) == 0
     assert res.summary["judge"] is None and res.questions[0]["mean_judge"] is None
+
+
+def test_unreachable_judge_gives_no_verdict_and_no_crash(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cache = JudgeCache(tmp_path / "c.jsonl")
+    judge = OpenAIJudge(f"http://127.0.0.1:{port}/v1", "judge", "k", cache, timeout=0.5, retries=2, backoff=0.01)
+    out = judge.judge(["Q1", "Q2"])
+    assert [(r.verdict, r.error, r.attempts) for r in out] == [(None, "APIConnectionError", 3)] * 2
+    assert judge.stats["failures"] == 2 and judge.stats["retries"] == 4
