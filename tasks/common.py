@@ -78,10 +78,10 @@ def run_stage(
     if not force and manifest.is_done(key, ctx.config_hash, inputs):
         return {**manifest.stage(key).get("summary", {}), "skipped": True}
     start = time.perf_counter()
-    token = _STAGE.set(key)
+    token = _STAGE.set(f"{key}@{ctx.iteration}")
     restarts = 0
     try:
-        _maybe_fault(key, "before")
+        _maybe_fault(key, "before", ctx.iteration)
         while True:
             try:
                 summary = compute()
@@ -92,7 +92,7 @@ def run_stage(
                 restarts += 1
                 _HANDLES.pop(ctx.actor_name, None)
                 log.warning("stage %s: policy actor died (%s); rebuilding, retry %d", key, type(exc).__name__, restarts)
-        _maybe_fault(key, "after")
+        _maybe_fault(key, "after", ctx.iteration)
     finally:
         _STAGE.reset(token)
     seconds = time.perf_counter() - start
@@ -112,11 +112,12 @@ def _actor_died(exc: BaseException) -> bool:
     return isinstance(exc, ray.exceptions.RayActorError)
 
 
-def _maybe_fault(key: str, when: str) -> None:
-    """Fault injection for the kill/resume tests: SPELL_FAULT_KILL=<stage key>:<before|after> sends this
-    process SIGKILL at that point (after = the stage's output is written, its manifest entry is not)."""
+def _maybe_fault(key: str, when: str, iteration: int) -> None:
+    """Fault injection for the kill/resume tests: SPELL_FAULT_KILL=<stage key>:<before|after>[@<iteration>]
+    sends this process SIGKILL at that point (after = the stage's output is written, its manifest entry
+    is not); without @<iteration> at the first iteration that reaches it."""
     target = os.environ.get("SPELL_FAULT_KILL")
-    if target and target == f"{key}:{when}":
+    if target and target in (f"{key}:{when}", f"{key}:{when}@{iteration}"):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -124,14 +125,17 @@ _ACTOR_KILLS_DONE: set[str] = set()
 
 
 def _maybe_kill_actor(handle: Any) -> None:
-    """Fault injection: SPELL_FAULT_ACTOR_KILL=<stage key>[,<key>...] kills the policy actor at that stage's
-    first actor call (once per key and process), as a lost node or an OOM kill would."""
-    keys = os.environ.get("SPELL_FAULT_ACTOR_KILL", "")
-    stage = _STAGE.get()
-    if stage and stage in keys.split(",") and stage not in _ACTOR_KILLS_DONE:
+    """Fault injection: SPELL_FAULT_ACTOR_KILL=<stage key>[@<iteration>][,...] kills the policy actor at that
+    stage's first actor call (once per entry and process), as a lost node or an OOM kill would."""
+    entries = [e for e in os.environ.get("SPELL_FAULT_ACTOR_KILL", "").split(",") if e]
+    here = _STAGE.get()  # "<key>@<iteration>"
+    if not here or not entries:
+        return
+    hit = next((e for e in entries if e in (here, here.split("@")[0]) and e not in _ACTOR_KILLS_DONE), None)
+    if hit:
         import ray
 
-        _ACTOR_KILLS_DONE.add(stage)
+        _ACTOR_KILLS_DONE.add(hit)
         ray.kill(handle, no_restart=True)
 
 

@@ -2,12 +2,14 @@
 Prefect database or error message of a training run and of an evaluation holds it, even when the judge
 server echoes it back in its errors."""
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -54,6 +56,17 @@ class EchoingJudge(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+@contextlib.contextmanager
+def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A fake OpenAI-compatible server on 127.0.0.1; yields its base URL."""
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    finally:
+        srv.shutdown()
+
+
 def _spell(args: list[str], env: dict, log: Path, ray_tmp: str) -> int:
     env = {**env, "SPELL_RAY_TMP": ray_tmp, "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as fh:
@@ -79,9 +92,6 @@ def _leaks(root: Path, secrets: tuple[str, ...]) -> list[str]:
 
 
 def test_planted_api_key_appears_in_no_output(prefect_api, tiny_model_dir, tmp_path):
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), EchoingJudge)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
     runs, logs = tmp_path / "runs", tmp_path / "logs"
     logs.mkdir()
     write_fixtures(tmp_path / "data")
@@ -89,7 +99,7 @@ def test_planted_api_key_appears_in_no_output(prefect_api, tiny_model_dir, tmp_p
     key_file.write_text(FILE_KEY + "\n")
     ray_tmps = [tempfile.mkdtemp(prefix="spr-", dir="/tmp") for _ in range(3)]
     env = {**os.environ, "SPELL_JUDGE_API_KEY": ENV_KEY}
-    try:
+    with serve(EchoingJudge) as url:
         common = [f"run.runs_dir={runs}", "eval.judge=openai", f"eval.judge_base_url={url}", "eval.judge_retries=1"]
         rc = _spell(
             ["run", "--config", "configs/cpu-smoke.yaml", "--run", "train", "--iterations", "1",
@@ -112,8 +122,6 @@ def test_planted_api_key_appears_in_no_output(prefect_api, tiny_model_dir, tmp_p
                                  "eval.judge_all=true"] for a in ("--set", s)]  # fmt: skip
             rc = _spell(args + extra, e, logs / f"{name}.log", ray_tmps[1])
             assert rc == 0, (logs / f"{name}.log").read_text()[-3000:]
-    finally:
-        srv.shutdown()
     # the keys did reach the judge (else this test proves nothing) ...
     assert f"Bearer {ENV_KEY}" in EchoingJudge.seen and f"Bearer {FILE_KEY}" in EchoingJudge.seen
     errors = [

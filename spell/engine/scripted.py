@@ -11,12 +11,17 @@ embedded default and GPU presets generate with the model itself.
 - responder: finds the word in its documents and answers it, right with probability `skill`,
   otherwise a random document word; with no documents (grounding check) it answers 'unknown';
 - verifier: compares Answer 1 and Answer 2 after normalisation, with a little noise.
+
+Fault injection for the soak test: SPELL_FAULT_GARBAGE=<rate> replaces that share of every role's
+completions with the output of a model on a bad day (empty, replacement characters, fake tags, nested
+fences, runaway repetition).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 from collections.abc import Sequence
@@ -27,11 +32,22 @@ from spell.engine.generation import FINISH_STOP, Completion, Prompt, SamplingPar
 from spell.text import normalize_answer
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]{2,}|\d+(?:\.\d+)?")
+_F = "```"
+GARBAGE = (
+    "",
+    "\ufffd\ufffd\ufffd" + _F + 'json\n{"question": "\ufffd?", "answer": "\ufffd"}\n' + _F,
+    _F + 'json\n{"question": "What </think> is it?", "answer": "</think>"}\n' + _F,
+    _F + "json\n" + _F + 'json\n{"question": "Q?", "answer": "A"}\n' + _F + "\n" + _F,
+    "<think>" + "and then " * 2000,
+    "Decision: [[YES]] [[NO]] " * 50,
+    "[" * 5000,
+)
 
 
 class ScriptedGenerator:
-    def __init__(self, tokenizer: Any, skill: float = 0.55, bad_format_rate: float = 0.1):
+    def __init__(self, tokenizer: Any, skill: float = 0.55, bad_format_rate: float = 0.1, garbage_rate: float = -1):
         self.tokenizer, self.skill, self.bad_format_rate = tokenizer, skill, bad_format_rate
+        self.garbage_rate = float(os.environ.get("SPELL_FAULT_GARBAGE", 0)) if garbage_rate < 0 else garbage_rate
         eos = tokenizer.eos_token_id
         self.eos = [eos] if eos is not None else []
 
@@ -50,6 +66,8 @@ class ScriptedGenerator:
                 digest = hashlib.sha256(f"{params.seed}:{pi}:{si}:{text}".encode()).digest()
                 rng = random.Random(int.from_bytes(digest[:8], "little"))
                 reply = self._reply(text, rng)
+                if self.garbage_rate and rng.random() < self.garbage_rate:
+                    reply = rng.choice(GARBAGE)
                 tokens = list(self.tokenizer(reply, add_special_tokens=False)["input_ids"])[: params.max_new_tokens - 1]
                 row.append(Completion(pi, si, reply, tokens + self.eos, FINISH_STOP, len(ids)))
             out.append(row)
