@@ -1,10 +1,11 @@
 """The role-blind GRPO learner: token ids, a response mask and one advantage per sequence in; one
 optimizer step out (paper §3.4, Eq. 10-12; spec Part A 'loss').
 
-Sequences are grouped into micro-batches by a token budget (length-sorted, so padding stays small),
-the token-mean loss is normalised by the response tokens of the *whole* batch so gradient accumulation
-equals one big batch, then AdamW takes a single clipped step. A non-finite loss or gradient skips the
-step and leaves the weights untouched.
+Sequences are grouped into micro-batches by a token budget (length-sorted, so padding stays small; or
+packed into rows without padding when `packing` is on, see `spell.engine.packing`). The token-mean
+loss is normalised by the response tokens of the *whole* batch so gradient accumulation equals one
+big batch, then AdamW takes a single clipped step. A non-finite loss or gradient skips the step and
+leaves the weights untouched.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from spell.engine.generation import min_padding_batches
+from spell.engine.packing import pack_first_fit, packed_row
 from spell.loss import LossStats, policy_loss, sequence_logprobs
 
 
@@ -50,6 +52,7 @@ class LearnerSettings:
     clip_high: float = 0.2
     kl_coef: float = 0.0
     token_budget: int = 8192
+    packing: bool = False
 
 
 class Learner:
@@ -78,7 +81,15 @@ class Learner:
 
     def micro_batches(self, seqs: Sequence[TrainSequence]) -> list[list[int]]:
         lengths = [len(s.prompt_ids) + len(s.response_ids) for s in seqs]
+        if self.settings.packing:
+            return pack_first_fit(lengths, self.settings.token_budget)
         return min_padding_batches(lengths, self.settings.token_budget)
+
+    @property
+    def varlen(self) -> bool:
+        """flash-attn reads sequence boundaries from the position ids; other kernels need a mask."""
+        impl = str(getattr(getattr(self.model, "config", None), "_attn_implementation", "") or "")
+        return impl.startswith("flash")
 
     def _collate(self, seqs: Sequence[TrainSequence]) -> dict[str, torch.Tensor]:
         """Left-padded ids, attention mask, position ids and a mask over the next-token targets.
@@ -120,7 +131,9 @@ class Learner:
         }
 
     def _response_logprobs(self, model: torch.nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Log-probs of the last `resp` tokens of each row, shape [B, resp]."""
+        """Log-probs of the last `resp` tokens of each row, shape [B, resp] (right-aligned, as collated)."""
+        if "packed" in b:
+            return self._packed_logprobs(model, b)
         dev = self.device
         resp = int(b["resp"])
         out = model(
@@ -133,6 +146,37 @@ class Learner:
         ids_tail = b["ids"][:, -(resp + 1) :].to(dev)
         return sequence_logprobs(out.logits, ids_tail)
 
+    def _collate_packed(self, seqs: Sequence[TrainSequence]) -> dict[str, Any]:
+        """The padded layout's targets, masks and advantages, but the model sees one packed row."""
+        b: dict[str, Any] = self._collate(seqs)
+        dtype = next(self.model.parameters()).dtype
+        row = packed_row([x.prompt_ids for x in seqs], [x.response_ids for x in seqs], self.varlen, dtype)
+        b["packed"] = row
+        b["n_tokens"] = row["tokens"]
+        return b
+
+    def _packed_logprobs(self, model: torch.nn.Module, b: dict[str, Any]) -> torch.Tensor:
+        row, dev = b["packed"], self.device
+        mask = row["attention_mask"]
+        out = model(
+            input_ids=row["input_ids"].to(dev),
+            position_ids=row["position_ids"].to(dev),
+            attention_mask=None if mask is None else mask.to(dev),
+            logits_to_keep=row["keep"].to(dev),
+            use_cache=False,
+        )
+        logits = out.logits[0].float()  # [K, V]: only positions that predict a response token
+        targets = row["targets"].to(dev)
+        flat = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        resp = int(b["resp"])
+        lengths = torch.tensor([int(m.sum()) for m in b["target_mask"]], device=dev)
+        owner, col = row["owner"].to(dev), row["col"].to(dev)
+        lp = torch.zeros((len(lengths), resp), dtype=flat.dtype, device=dev)
+        return lp.index_put((owner, resp - lengths[owner] + col), flat)
+
+    def _batch(self, seqs: Sequence[TrainSequence]) -> dict[str, Any]:
+        return self._collate_packed(seqs) if self.settings.packing else self._collate(seqs)
+
     @torch.no_grad()
     def logprobs(self, seqs: Sequence[TrainSequence]) -> list[list[float]]:
         """Per-token log-probs of each response under the current weights (no gradient)."""
@@ -141,7 +185,7 @@ class Learner:
         out: list[list[float]] = [[] for _ in seqs]
         try:
             for mb in self.micro_batches(seqs):
-                b = self._collate([seqs[i] for i in mb])
+                b = self._batch([seqs[i] for i in mb])
                 lp = self._response_logprobs(self.model, b).float().cpu()
                 for row, i in enumerate(mb):
                     n = len(seqs[i].response_ids)
@@ -150,15 +194,23 @@ class Learner:
             self.model.train(was)
         return out
 
-    def backward(self, seqs: Sequence[TrainSequence]) -> dict[str, float]:
-        """Accumulate the whole batch's gradient over token-budget micro-batches (no optimizer step)."""
+    def backward(
+        self, seqs: Sequence[TrainSequence], total_tokens: float | None = None, min_micro_batches: int = 0
+    ) -> dict[str, float]:
+        """Accumulate the whole batch's gradient over token-budget micro-batches (no optimizer step).
+
+        Data parallel: `total_tokens` is the response-token count of the batch across all ranks (so the
+        summed gradients equal one big batch), and `min_micro_batches` pads this rank's passes with
+        zero-loss ones, because a sharded model's forward and backward are collectives every rank joins.
+        """
         s = self.settings
-        total_tokens = float(sum(len(x.response_ids) for x in seqs))
+        if total_tokens is None:
+            total_tokens = float(sum(len(x.response_ids) for x in seqs))
         stats, loss_total, padded, real = LossStats(), 0.0, 0, 0
         micro = self.micro_batches(seqs)
         for mb in micro:
-            b = self._collate([seqs[i] for i in mb])
-            padded += b["ids"].numel()
+            b = self._batch([seqs[i] for i in mb])
+            padded += b["n_tokens"] if "packed" in b else b["ids"].numel()
             real += int(b["attn"].sum())
             lp = self._response_logprobs(self.model, b)
             mask = b["target_mask"].to(lp.device)
@@ -181,6 +233,8 @@ class Learner:
             loss.backward()
             loss_total += float(loss.item())
             stats += mb_stats
+        for _ in range(min_micro_batches - len(micro)):
+            self._idle_pass()
         m = stats.means()
         return {
             "loss": loss_total,
@@ -193,20 +247,33 @@ class Learner:
             "micro_batches": float(len(micro)),
         }
 
-    def train_step(self, seqs: Sequence[TrainSequence]) -> dict[str, float]:
+    def _idle_pass(self) -> None:
+        """A forward and backward that contributes zero gradient (keeps sharded ranks in step)."""
+        ids = torch.tensor([[self.pad_id, self.pad_id]], device=self.device)
+        out = self.model(input_ids=ids, use_cache=False, logits_to_keep=1)
+        (out.logits.float().sum() * 0.0).backward()
+
+    def train_step(
+        self, seqs: Sequence[TrainSequence], total_tokens: float | None = None, min_micro_batches: int = 0
+    ) -> dict[str, float]:
         """One optimizer step on the whole batch; returns loss, grad norm, clip fraction, tokens, seconds.
 
         A non-finite loss or gradient norm skips the step (weights untouched) and reports `skipped=1`.
+        Under data parallelism (see `backward`) the loss is summed over ranks, so every rank decides alike.
         """
         start = time.perf_counter()
         seqs = [x for x in seqs if x.response_ids]
-        if not seqs:
+        dist = _distributed()
+        if not seqs and not dist:
             return {"loss": 0.0, "grad_norm": 0.0, "tokens": 0.0, "skipped": 1.0, "seconds": 0.0}
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        metrics = self.backward(seqs)
+        metrics = self.backward(seqs, total_tokens, min_micro_batches)
+        if dist:
+            metrics["loss"] = _all_reduce_sum(metrics["loss"])
         params = [p for p in self.model.parameters() if p.requires_grad]
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.settings.grad_clip))
+        norm = torch.nn.utils.clip_grad_norm_(params, self.settings.grad_clip)
+        grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # DTensor when sharded
         skipped = not (math.isfinite(grad_norm) and math.isfinite(metrics["loss"]))
         if skipped:
             self.skipped_steps += 1
@@ -215,3 +282,15 @@ class Learner:
             self.steps += 1
         self.optimizer.zero_grad(set_to_none=True)
         return {**metrics, "grad_norm": grad_norm, "skipped": float(skipped), "seconds": time.perf_counter() - start}
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _all_reduce_sum(x: float) -> float:
+    t = torch.tensor([x], dtype=torch.float64)
+    if torch.distributed.get_backend() == "nccl":
+        t = t.cuda()
+    torch.distributed.all_reduce(t)
+    return float(t.item())

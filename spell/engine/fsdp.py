@@ -1,0 +1,244 @@
+"""The sharded learner: PyTorch FSDP2 (`fully_shard`) across ranks, one rank per GPU (or per CPU process
+with the `gloo` backend, which is how CI tests it).
+
+Each rank holds a shard of the parameters, gradients and AdamW state; every decoder layer is its own
+FSDP unit (all-gathered for its forward, resharded after), the root module the last. Each rank trains
+on its part of the batch (`split_by_tokens`) with the batch-wide token normaliser; FSDP averages the
+gradients over ranks of a loss scaled by the world size, which sums them, so one step equals the
+single-process step on the whole batch. Checkpoints are written sharded with
+`torch.distributed.checkpoint` (DCP); `spell export` turns one into a single Hugging Face safetensors
+folder. The same `Learner` computes the loss and takes the step, role-blind as ever.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spell.engine.learner import Learner, LearnerSettings, TrainSequence
+
+MIXED_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+@dataclass(frozen=True)
+class ShardingSettings:
+    world_size: int = 2
+    mixed_precision: str = "bf16"  # parameter dtype in forward/backward; gradients reduce in fp32
+    cpu_offload: bool = False  # parameters, gradients and optimizer state on the CPU between uses
+    reshard_after_forward: bool = True  # ZeRO-3; False keeps gathered layers until backward (ZeRO-2)
+
+    def __post_init__(self) -> None:
+        if self.world_size < 1:
+            raise ValueError(f"world_size must be >= 1, got {self.world_size}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {sorted(MIXED_PRECISION)}")
+
+
+def split_by_tokens(lengths: Sequence[int], world: int) -> list[list[int]]:
+    """Indices per rank, balanced by tokens: longest first, each to the least-loaded rank (ties: lower
+    rank). Deterministic, so a re-applied step after a crash splits the batch the same way."""
+    parts: list[list[int]] = [[] for _ in range(world)]
+    load = [0] * world
+    for i in sorted(range(len(lengths)), key=lambda k: (-lengths[k], k)):
+        r = min(range(world), key=lambda j: (load[j], j))
+        parts[r].append(i)
+        load[r] += lengths[i]
+    return [sorted(p) for p in parts]
+
+
+def shard_units(model: torch.nn.Module) -> list[str]:
+    """Names of the submodules wrapped as FSDP units: the decoder layers of a Hugging Face causal LM."""
+    for path in ("model.layers", "model.model.layers", "base_model.model.model.layers", "transformer.h"):
+        mod: Any = model
+        try:
+            for part in path.split("."):
+                mod = getattr(mod, part)
+        except AttributeError:
+            continue
+        if isinstance(mod, torch.nn.ModuleList) and len(mod):
+            return [f"{path}.{i}" for i in range(len(mod))]
+    raise ValueError(f"cannot find the decoder layers of {type(model).__name__} to shard")
+
+
+def apply_fsdp(model: torch.nn.Module, settings: ShardingSettings, device_type: str) -> torch.nn.Module:
+    """fully_shard each decoder layer, then the root (FSDP averages gradients over ranks; the worker
+    scales its loss by the world size so the average is the sum, on gloo as on NCCL)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+    mesh = init_device_mesh(device_type, (settings.world_size,))
+    dtype = MIXED_PRECISION[settings.mixed_precision]
+    mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+    offload = CPUOffloadPolicy() if settings.cpu_offload else OffloadPolicy()
+    kw = {"mesh": mesh, "mp_policy": mp, "offload_policy": offload}
+    for name in shard_units(model):
+        fully_shard(model.get_submodule(name), reshard_after_forward=settings.reshard_after_forward, **kw)
+    fully_shard(model, **kw)
+    return model
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
+class ShardedLearnerWorker:
+    """One rank of the sharded learner; a Ray actor in `LearnerGroup` (or a plain object in a process)."""
+
+    def __init__(self, model_path: str, learner: dict[str, Any], sharding: dict[str, Any], rank: int):
+        self.model_path, self.rank = model_path, rank
+        self.settings = LearnerSettings(**{**learner, "betas": tuple(learner.get("betas", (0.9, 0.999)))})
+        self.sharding = ShardingSettings(**sharding)
+        self.learner: Learner | None = None
+        self.steps_seen = 0
+
+    def node_address(self) -> tuple[str, int]:
+        """Where rank 0 listens for the process-group rendezvous."""
+        import ray
+
+        return ray.util.get_node_ip_address(), free_port()
+
+    def setup(self, master_addr: str, master_port: int, checkpoint: str | None = None) -> dict[str, Any]:
+        """Join the process group, load and shard the model, build the optimizer (and restore a sharded
+        checkpoint). Every rank must call this at the same time."""
+        import torch.distributed as dist
+        from transformers import AutoModelForCausalLM
+
+        cuda = torch.cuda.is_available()
+        os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port))
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if cuda else "gloo", rank=self.rank, world_size=self.sharding.world_size)
+        if cuda:
+            torch.cuda.set_device(0)  # Ray gives each actor its own GPU as device 0
+        else:
+            torch.set_num_threads(max(1, (os.cpu_count() or 2) // self.sharding.world_size))
+        model = AutoModelForCausalLM.from_pretrained(
+            self.model_path, dtype=torch.float32, use_safetensors=True, attn_implementation=_attn(cuda)
+        )
+        if cuda:
+            model = model.cuda()
+        apply_fsdp(model, self.sharding, "cuda" if cuda else "cpu")
+        self.learner = Learner(model, self.settings, pad_id=int(model.config.pad_token_id or 0))
+        if checkpoint:
+            self.load(checkpoint)
+        return {"rank": self.rank, "world": dist.get_world_size(), "backend": dist.get_backend()}
+
+    def micro_batch_count(self, seqs: list[dict[str, Any]]) -> int:
+        assert self.learner is not None
+        return len(self.learner.micro_batches([TrainSequence.from_dict(s) for s in seqs if s["response_ids"]]))
+
+    def train_step(self, seqs: list[dict[str, Any]], total_tokens: float, micro_batches: int) -> dict[str, float]:
+        assert self.learner is not None
+        world = self.sharding.world_size
+        # normaliser total/world: FSDP's average over ranks of (world x local sum / total) = the batch sum / total
+        m = self.learner.train_step([TrainSequence.from_dict(s) for s in seqs], total_tokens / world, micro_batches)
+        self.steps_seen += 1
+        return {**m, "loss": m["loss"] / world, "tokens": total_tokens}
+
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """Unsharded weights on the CPU, on rank 0 (None elsewhere): for vLLM weight sync and export."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        assert self.learner is not None
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        sd = get_model_state_dict(self.learner.model, options=opts)
+        return sd if self.rank == 0 else None
+
+    def save(self, path: str) -> None:
+        """Sharded model and optimizer state (DCP, one file per rank) plus, on rank 0, the HF config and
+        tokenizer that `spell export` needs."""
+        import torch.distributed as dist
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        assert self.learner is not None
+        msd, osd = get_state_dict(self.learner.model, self.learner.optimizer)
+        dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(Path(path) / "sharded"))
+        if self.rank == 0:
+            _copy_model_files(self.model_path, Path(path) / "hf")
+        dist.barrier()
+
+    def load(self, path: str) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        assert self.learner is not None
+        msd, osd = get_state_dict(self.learner.model, self.learner.optimizer)
+        state = {"model": msd, "optim": osd}
+        dcp.load(state, checkpoint_id=str(Path(path) / "sharded"))
+        set_state_dict(self.learner.model, self.learner.optimizer, model_state_dict=msd, optim_state_dict=osd)
+
+    def close(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _attn(cuda: bool) -> str:
+    if cuda:
+        try:
+            import flash_attn  # noqa: F401
+
+            return "flash_attention_2"
+        except ImportError:
+            pass
+    return "sdpa"
+
+
+_MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt")  # fmt: skip
+
+
+def _copy_model_files(src: str, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in _MODEL_FILES:
+        if (Path(src) / name).is_file():
+            shutil.copy2(Path(src) / name, dst / name)
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
+    """A sharded (DCP) checkpoint -> one Hugging Face safetensors folder, in a single process, no GPU.
+
+    spell export runs/<run>/checkpoints/iter_0010 --out exported/
+    """
+    import torch.distributed.checkpoint as dcp
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    ckpt, out = Path(checkpoint), Path(out)
+    hf, sharded = ckpt / "hf", ckpt / "sharded"
+    if not (sharded / ".metadata").is_file() or not (hf / "config.json").is_file():
+        raise FileNotFoundError(f"{ckpt} is not a sharded spell checkpoint (needs sharded/.metadata and hf/)")
+    config = AutoConfig.from_pretrained(hf)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    sd = model.state_dict()
+    dcp.load({"model": sd}, checkpoint_id=str(sharded), no_dist=True)
+    model.load_state_dict(sd)
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
+    AutoTokenizer.from_pretrained(hf).save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.replace(out)
+    return out
+
+
+__all__ = [
+    "ShardedLearnerWorker",
+    "ShardingSettings",
+    "apply_fsdp",
+    "export_checkpoint",
+    "shard_units",
+    "split_by_tokens",
+]

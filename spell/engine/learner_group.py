@@ -1,0 +1,114 @@
+"""A group of Ray actors that together are one sharded learner (FSDP2, one actor per GPU).
+
+    group = LearnerGroup(model_path, LearnerSettings(), ShardingSettings(world_size=8), gpus_per_rank=1)
+    metrics = group.train_step(seqs)          # one GRPO step on the whole batch, split by tokens
+    weights = group.full_state_dict()         # unsharded, for the rollout engine
+    group.save("runs/x/checkpoints/iter_0001")  # sharded; `spell export` makes an HF folder of it
+
+The actors are placed by a Ray placement group (packed onto as few nodes as possible, spread over
+several when one is not enough), so the same code runs on one GPU box or a multi-node cluster. A
+cluster without the resources the config asks for is a clear error before anything starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from spell.engine.fsdp import ShardedLearnerWorker, ShardingSettings, split_by_tokens
+from spell.engine.learner import LearnerSettings
+
+
+class ClusterResourceError(RuntimeError):
+    pass
+
+
+def check_resources(world: int, gpus_per_rank: float, cpus_per_rank: float, available: dict[str, float]) -> None:
+    """Fail with what is missing and what to change when the cluster cannot host the learner group."""
+    need = {"GPU": world * gpus_per_rank, "CPU": world * cpus_per_rank}
+    short = {k: (v, float(available.get(k, 0.0))) for k, v in need.items() if v > float(available.get(k, 0.0)) + 1e-9}
+    if short:
+        what = ", ".join(f"{v:g} {k} (the cluster has {have:g} free)" for k, (v, have) in short.items())
+        raise ClusterResourceError(
+            f"the learner needs {what}: engine.learner_ranks={world} x engine.gpus_per_rank={gpus_per_rank:g} / "
+            f"cpus_per_rank={cpus_per_rank:g}. Lower engine.learner_ranks, join a bigger cluster "
+            "(engine.ray_address), or free the resources other jobs hold"
+        )
+
+
+class LearnerGroup:
+    def __init__(
+        self,
+        model_path: str,
+        learner: LearnerSettings,
+        sharding: ShardingSettings,
+        gpus_per_rank: float = 1.0,
+        cpus_per_rank: float = 1.0,
+        checkpoint: str | None = None,
+        name: str = "spell-learner",
+    ):
+        import ray
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        world = sharding.world_size
+        check_resources(world, gpus_per_rank, cpus_per_rank, ray.available_resources())
+        bundle = {"CPU": cpus_per_rank, **({"GPU": gpus_per_rank} if gpus_per_rank else {})}
+        self.pg = placement_group([bundle] * world, strategy="PACK", name=f"{name}-pg")
+        ray.get(self.pg.ready(), timeout=600)
+        cls = ray.remote(ShardedLearnerWorker)
+        lset = asdict(learner)
+        self.actors = [
+            cls.options(
+                num_cpus=cpus_per_rank,
+                num_gpus=gpus_per_rank,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=r),
+            ).remote(model_path, lset, asdict(sharding), r)
+            for r in range(world)
+        ]
+        addr, port = ray.get(self.actors[0].node_address.remote())
+        self.info = ray.get([a.setup.remote(addr, port, checkpoint) for a in self.actors])
+        self.world = world
+
+    def _all(self, method: str, *per_rank_args: Any, same: tuple[Any, ...] = ()) -> list[Any]:
+        import ray
+
+        calls = []
+        for r, a in enumerate(self.actors):
+            args = [x[r] for x in per_rank_args] + list(same)
+            calls.append(getattr(a, method).remote(*args))
+        return ray.get(calls)
+
+    def train_step(self, seqs: list[dict[str, Any]]) -> dict[str, float]:
+        """One step on the whole batch: split by tokens, equal micro-batch counts, summed gradients."""
+        seqs = [s for s in seqs if len(s["response_ids"])]
+        if not seqs:
+            return {"loss": 0.0, "grad_norm": 0.0, "tokens": 0.0, "skipped": 1.0, "seconds": 0.0}
+        lengths = [len(s["prompt_ids"]) + len(s["response_ids"]) for s in seqs]
+        parts = [[seqs[i] for i in idx] for idx in split_by_tokens(lengths, self.world)]
+        total = float(sum(len(s["response_ids"]) for s in seqs))
+        n_micro = max(self._all("micro_batch_count", parts))
+        out = self._all("train_step", parts, same=(total, n_micro))
+        m = dict(out[0])  # loss (summed over ranks), grad norm and skip decision are global already
+        m["sequences"] = float(sum(o.get("sequences", 0.0) for o in out))
+        m["seconds"] = max(o.get("seconds", 0.0) for o in out)
+        m["padding_fraction"] = sum(o.get("padding_fraction", 0.0) for o in out) / len(out)
+        m["micro_batches"] = float(n_micro)
+        return m
+
+    def full_state_dict(self) -> dict[str, Any]:
+        return self._all("full_state_dict")[0]
+
+    def save(self, path: str) -> None:
+        self._all("save", same=(path,))
+
+    def shutdown(self) -> None:
+        import ray
+        from ray.util.placement_group import remove_placement_group
+
+        try:
+            self._all("close")
+        finally:
+            for a in self.actors:
+                ray.kill(a)
+            remove_placement_group(self.pg)

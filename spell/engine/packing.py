@@ -1,0 +1,82 @@
+"""Sequence packing for the learner: several trajectories in one row with no padding (long contexts).
+
+Each packed row restarts position ids per sequence, and attention is kept inside each sequence: with
+flash-attn the position ids alone select its variable-length kernel; with PyTorch SDPA or eager a
+block-diagonal causal mask does it (quadratic in the row length, so keep `engine.train_token_budget`
+moderate without flash-attn). Only the positions that predict response tokens reach the LM head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+
+def pack_first_fit(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Rows of sequence indices whose lengths add up to at most `budget` (first-fit decreasing).
+
+    A sequence longer than the budget gets a row of its own. Deterministic: ties keep input order.
+    """
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda k: (-lengths[k], k)):
+        n = lengths[i]
+        for r, free in enumerate(room):
+            if n <= free:
+                rows[r].append(i)
+                room[r] -= n
+                break
+        else:
+            rows.append([i])
+            room.append(max(budget - n, 0))
+    return rows
+
+
+def block_causal_mask(seq_lengths: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A [1, 1, T, T] additive mask: causal within each sequence, nothing across sequences."""
+    seg = torch.repeat_interleave(torch.arange(len(seq_lengths)), torch.tensor(list(seq_lengths)))
+    t = torch.arange(seg.numel())
+    allowed = (seg[:, None] == seg[None, :]) & (t[:, None] >= t[None, :])
+    return torch.where(allowed, 0.0, torch.finfo(dtype).min).to(dtype)[None, None]
+
+
+def packed_row(
+    prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], varlen: bool, dtype: torch.dtype
+) -> dict[str, Any]:
+    """Model inputs for one packed row, and where each response token's logit sits in it.
+
+    `keep[j]` is the position whose logits predict target token `targets[j]`; `owner[j]` is the index of
+    the sequence it belongs to (within this row) and `col[j]` its place in that response.
+    """
+    ids: list[int] = []
+    pos: list[int] = []
+    keep: list[int] = []
+    targets: list[int] = []
+    owner: list[int] = []
+    col: list[int] = []
+    lengths = []
+    for k, (p, r) in enumerate(zip(prompts, responses, strict=True)):
+        start = len(ids)
+        full = list(p) + list(r)
+        ids += full
+        pos += list(range(len(full)))
+        lengths.append(len(full))
+        for j in range(len(r)):
+            keep.append(start + len(p) + j - 1)
+            targets.append(r[j])
+            owner.append(k)
+            col.append(j)
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("a packed sequence needs at least one prompt token")
+    return {
+        "input_ids": torch.tensor([ids], dtype=torch.long),
+        "position_ids": torch.tensor([pos], dtype=torch.long),
+        "attention_mask": None if varlen else block_causal_mask(lengths, dtype),
+        "keep": torch.tensor(keep, dtype=torch.long),
+        "targets": torch.tensor(targets, dtype=torch.long),
+        "owner": torch.tensor(owner, dtype=torch.long),
+        "col": torch.tensor(col, dtype=torch.long),
+        "tokens": len(ids),
+    }
