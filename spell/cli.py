@@ -152,6 +152,25 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """spell export runs/<run>/checkpoints/iter_0010 --out my-model/   (a Hugging Face safetensors folder)"""
+    import shutil
+
+    from spell.engine.fsdp import export_checkpoint
+
+    ckpt = Path(args.checkpoint)
+    if (ckpt / "sharded" / ".metadata").is_file():
+        out = export_checkpoint(ckpt, args.out)
+        print(f"exported the sharded checkpoint {ckpt} to {out}")
+    elif (ckpt / "model" / "config.json").is_file():
+        shutil.copytree(ckpt / "model", args.out, dirs_exist_ok=True)
+        print(f"{ckpt}/model is already a Hugging Face folder; copied to {args.out}")
+    else:
+        print(f"spell: {ckpt} is not a spell checkpoint (no model/ or sharded/)", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from storage.report import build_report
 
@@ -241,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--runs-dir", default="runs")
     d.set_defaults(fn=cmd_deploy)
 
+    ex = sub.add_parser("export", help="a checkpoint (sharded or not) -> one Hugging Face safetensors folder")
+    ex.add_argument("checkpoint", help="runs/<run>/checkpoints/iter_<k>")
+    ex.add_argument("--out", required=True)
+    ex.set_defaults(fn=cmd_export)
+
     rep = sub.add_parser("report", help="curves per iteration of a run (PNG + HTML)")
     rep.add_argument("--run", required=True)
     rep.add_argument("--runs-dir", default="runs")
@@ -280,11 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from spell.config import ConfigError
     from spell.corpus import CorpusError
+    from spell.engine.learner_group import ClusterResourceError
     from storage.layout import StorageError
 
     try:
         return int(args.fn(args) or 0)
-    except (ConfigError, CorpusError, StorageError) as exc:  # the user's to fix: one clear line, no traceback
+    except (ConfigError, CorpusError, StorageError, ClusterResourceError) as exc:  # the user's to fix: no traceback
         print(f"spell: {exc}", file=sys.stderr)
         return 2
 

@@ -238,6 +238,43 @@ class EngineConfig(_Section):
     actor_restarts: int = _field(
         2, "Times a stage is retried after the policy actor died (rebuilt from the latest checkpoint).", ge=0
     )
+    packing: bool = _field(
+        False,
+        "Pack training sequences into rows without padding (variable-length attention: flash-attn when "
+        "installed, a block-diagonal SDPA mask otherwise). For long contexts (paper: 16K prompts).",
+    )
+    learner_ranks: int = _field(
+        1,
+        "Learner ranks. 1: the policy actor trains. >1: FSDP2 shards the model over this many Ray actors "
+        "(one GPU each; gloo CPU processes when engine.gpus_per_rank=0).",
+        ge=1,
+    )
+    gpus_per_rank: float = _field(1.0, "GPUs per learner rank: 1 on GPU clusters, 0 for CPU ranks.", ge=0)
+    cpus_per_rank: float = _field(1.0, "CPUs reserved per learner rank.", gt=0)
+    mixed_precision: Literal["bf16", "fp16", "fp32"] = _field(
+        "bf16", "Parameter dtype in a sharded learner's forward and backward; gradients reduce in fp32."
+    )
+    cpu_offload: bool = _field(False, "Sharded learner: keep parameters and optimizer state on the CPU between uses.")
+    tensor_parallel: int = _field(1, "vLLM tensor-parallel size (GPUs per rollout engine).", ge=1)
+    gpu_memory_utilization: float = _field(
+        0.5, "Share of each GPU vLLM may take (weights + KV cache); the rest is the learner's.", gt=0, le=1
+    )
+    sleep_between_phases: bool = _field(
+        True,
+        "vLLM sleep mode: free the KV cache (and weights, reloaded anyway) during each GRPO step so that "
+        "generation and training share the GPU memory.",
+    )
+
+    @model_validator(mode="after")
+    def _check_scale(self) -> EngineConfig:
+        if 0 < self.gpus_per_rank < 1:
+            raise ValueError(
+                "gpus_per_rank must be 0 (CPU ranks) or a whole number of GPUs: Ray could place two fractional "
+                "ranks on one GPU"
+            )
+        if self.tensor_parallel > 1 and self.backend != "vllm":
+            raise ValueError("tensor_parallel > 1 needs backend: vllm")
+        return self
 
 
 class TrackingConfig(_Section):
@@ -300,6 +337,15 @@ class SpellConfig(_Section):
             object.__setattr__(self.verifier, "enabled", False)
             object.__setattr__(self.reward, "combine", "rule")
             object.__setattr__(self.questioner, "update", False)
+        return self
+
+    @model_validator(mode="after")
+    def _sharded_learner(self) -> SpellConfig:
+        if self.engine.learner_ranks > 1 and self.model.lora_rank > 0:
+            raise ValueError(
+                "model.lora_rank > 0 with engine.learner_ranks > 1: LoRA trains few weights, one rank holds "
+                "them; set engine.learner_ranks=1 (the qwen3-4b-1gpu-lora preset)"
+            )
         return self
 
     @property

@@ -13,6 +13,7 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,11 @@ def save_checkpoint(
     tokenizer: Any,
     optimizer: torch.optim.Optimizer | None,
     state: dict[str, Any],
+    extra: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write `<root>/<name>/` completely, then point LATEST at it. Returns the checkpoint folder."""
+    """Write `<root>/<name>/` completely, then point LATEST at it. Returns the checkpoint folder.
+
+    `extra(folder)` adds more to the folder before it is published (a sharded learner's DCP shards)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
@@ -70,6 +74,8 @@ def save_checkpoint(
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     (tmp / "rng.json").write_text(json.dumps(capture_rng()))
     (tmp / "state.json").write_text(json.dumps(state, indent=2, default=str))
+    if extra is not None:
+        extra(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

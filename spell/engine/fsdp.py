@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,7 +222,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     config = AutoConfig.from_pretrained(hf)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     sd = model.state_dict()
-    dcp.load({"model": sd}, checkpoint_id=str(sharded), no_dist=True)
+    with warnings.catch_warnings():  # "torch.distributed is uninitialized": single-process load, as intended
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load({"model": sd}, checkpoint_id=str(sharded), no_dist=True)
     model.load_state_dict(sd)
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():

@@ -12,6 +12,7 @@ cluster without the resources the config asks for is a clear error before anythi
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict
 from typing import Any
 
@@ -36,6 +37,44 @@ def check_resources(world: int, gpus_per_rank: float, cpus_per_rank: float, avai
         )
 
 
+def rollout_gpus(backend: str, tensor_parallel: int, cluster_gpus: float) -> int:
+    """GPUs the policy actor (the rollout engine) takes: vLLM's tensor-parallel size, 1 for transformers,
+    none on a CPU cluster."""
+    if cluster_gpus < 1:
+        return 0
+    return tensor_parallel if backend == "vllm" else 1
+
+
+def check_layout(
+    backend: str,
+    tensor_parallel: int,
+    learner_ranks: int,
+    gpus_per_rank: float,
+    cpus_per_rank: float,
+    cluster: dict[str, float],
+) -> None:
+    """The whole job fits the cluster: the rollout engine's GPUs plus the learner ranks' (when sharded)."""
+    gpus = rollout_gpus(backend, tensor_parallel, float(cluster.get("GPU", 0.0)))
+    if tensor_parallel > 1 and gpus < tensor_parallel:
+        raise ClusterResourceError(
+            f"engine.tensor_parallel={tensor_parallel} needs {tensor_parallel} GPUs for vLLM; the cluster has "
+            f"{cluster.get('GPU', 0.0):g}"
+        )
+    if learner_ranks > 1:
+        rest = {**cluster, "GPU": float(cluster.get("GPU", 0.0)) - gpus, "CPU": float(cluster.get("CPU", 0.0)) - 1}
+        check_resources(learner_ranks, gpus_per_rank, cpus_per_rank, rest)
+
+
+def _remove_stale_placement_group(name: str) -> None:
+    """A placement group outlives the policy actor that made it (it belongs to the job): the rebuilt
+    actor frees the old one first, or its GPUs would stay reserved forever."""
+    from ray.util import get_placement_group
+    from ray.util.placement_group import remove_placement_group
+
+    with contextlib.suppress(ValueError):  # none of that name
+        remove_placement_group(get_placement_group(name))
+
+
 class LearnerGroup:
     def __init__(
         self,
@@ -52,6 +91,7 @@ class LearnerGroup:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         world = sharding.world_size
+        _remove_stale_placement_group(f"{name}-pg")
         check_resources(world, gpus_per_rank, cpus_per_rank, ray.available_resources())
         bundle = {"CPU": cpus_per_rank, **({"GPU": gpus_per_rank} if gpus_per_rank else {})}
         self.pg = placement_group([bundle] * world, strategy="PACK", name=f"{name}-pg")

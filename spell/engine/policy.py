@@ -42,6 +42,16 @@ class PolicySpec:
     learner: LearnerSettings = field(default_factory=LearnerSettings)
     cache_dir: str = ""
     threads: int = 0  # torch CPU threads; 0 = every core of the machine
+    # scale (engine section): sharded learner group and vLLM settings
+    learner_ranks: int = 1
+    gpus_per_rank: float = 1.0
+    cpus_per_rank: float = 1.0
+    mixed_precision: str = "bf16"
+    cpu_offload: bool = False
+    tensor_parallel: int = 1
+    gpu_memory_utilization: float = 0.5
+    sleep_between_phases: bool = True
+    group_name: str = "spell-learner"  # names the learner group's placement group (one per policy actor)
 
     @classmethod
     def from_config(cls, cfg: Any, **overrides: Any) -> PolicySpec:
@@ -65,8 +75,17 @@ class PolicySpec:
                 clip_high=o.clip_high,
                 kl_coef=o.kl_coef,
                 token_budget=cfg.engine.train_token_budget,
+                packing=cfg.engine.packing,
             ),
             cache_dir=str(Path(cfg.run.runs_dir) / ".models"),
+            learner_ranks=cfg.engine.learner_ranks,
+            gpus_per_rank=cfg.engine.gpus_per_rank,
+            cpus_per_rank=cfg.engine.cpus_per_rank,
+            mixed_precision=cfg.engine.mixed_precision,
+            cpu_offload=cfg.engine.cpu_offload,
+            tensor_parallel=cfg.engine.tensor_parallel,
+            gpu_memory_utilization=cfg.engine.gpu_memory_utilization,
+            sleep_between_phases=cfg.engine.sleep_between_phases,
         )
         return replace(spec, **overrides)
 
@@ -141,6 +160,9 @@ class Policy:
         torch.set_num_threads(self.spec.threads or os.cpu_count() or 1)
         self.device = pick_device(self.spec.device)
         self.dtype = pick_dtype(self.spec.dtype, self.device)
+        if self.spec.learner_ranks > 1 and self.spec.backend == "vllm":
+            # the sharded learner trains on its own GPUs; this full copy only feeds vLLM and checkpoints
+            self.device = torch.device("cpu")
         source = (
             str(Path(checkpoint) / "model")
             if checkpoint
@@ -166,6 +188,7 @@ class Policy:
             ref = AutoModelForCausalLM.from_pretrained(source, dtype=self.dtype, use_safetensors=True).to(self.device)
             ref.eval().requires_grad_(False)
         self.learner = Learner(self.model, self.spec.learner, pad_id=self.pad_id, ref_model=ref)
+        self.group = self._make_learner_group(source, checkpoint)
         self.generator = self._make_generator()
         self.trained_iteration = 0
         self.busy_seconds = {"generate": 0.0, "train": 0.0}  # for bench/overhead.py
@@ -183,6 +206,29 @@ class Policy:
 
                 restore_rng(json.loads(rng.read_text()))
 
+    def _make_learner_group(self, source: str, checkpoint: str | None) -> Any:
+        """engine.learner_ranks > 1: FSDP2 over a group of Ray actors trains; this process keeps a full copy
+        of the weights for generation (refreshed after every step) and for HF checkpoints."""
+        if self.spec.learner_ranks <= 1:
+            return None
+        from spell.engine.fsdp import ShardingSettings
+        from spell.engine.learner_group import LearnerGroup
+
+        sharded = checkpoint is not None and (Path(checkpoint) / "sharded" / ".metadata").is_file()
+        return LearnerGroup(
+            source,
+            self.spec.learner,
+            ShardingSettings(
+                world_size=self.spec.learner_ranks,
+                mixed_precision=self.spec.mixed_precision,
+                cpu_offload=self.spec.cpu_offload,
+            ),
+            gpus_per_rank=self.spec.gpus_per_rank,
+            cpus_per_rank=self.spec.cpus_per_rank,
+            checkpoint=checkpoint if sharded else None,
+            name=self.spec.group_name,
+        )
+
     def _make_generator(self) -> Any:
         if self.spec.backend == "scripted":  # test double for pipeline tests (see spell.engine.scripted)
             from spell.engine.scripted import ScriptedGenerator
@@ -191,7 +237,15 @@ class Policy:
         if self.spec.backend == "vllm":
             from spell.engine.vllm_backend import VLLMGenerator
 
-            return VLLMGenerator(self.model, self.tokenizer, max_context=self.spec.max_context)
+            return VLLMGenerator(
+                self.model,
+                self.tokenizer,
+                max_context=self.spec.max_context,
+                gpu_memory_utilization=self.spec.gpu_memory_utilization,
+                tensor_parallel_size=self.spec.tensor_parallel,
+                sleep_mode=self.spec.sleep_between_phases,
+                lora_rank=self.spec.lora_rank,
+            )
         from spell.engine.hf_backend import TransformersGenerator
 
         return TransformersGenerator(
@@ -259,11 +313,27 @@ class Policy:
     def train_step(self, seqs: list[dict[str, Any]], iteration: int | None = None) -> dict[str, float]:
         """One GRPO step; `iteration` records which self-play iteration these weights now include."""
         start = time.perf_counter()
-        metrics = self.learner.train_step([TrainSequence.from_dict(s) for s in seqs])
+        gen = self.generator
+        sleeping = self.spec.sleep_between_phases and hasattr(gen, "sleep")
+        if sleeping:
+            gen.sleep()  # generation and training share the GPU: vLLM gives its memory back for the step
+        try:
+            if self.group is not None:
+                metrics = self.group.train_step(seqs)
+                if not metrics.get("skipped"):
+                    self.model.load_state_dict(self.group.full_state_dict())
+                    self.learner.steps += 1
+                else:
+                    self.learner.skipped_steps += 1
+            else:
+                metrics = self.learner.train_step([TrainSequence.from_dict(s) for s in seqs])
+        finally:
+            if sleeping:
+                gen.wake_up()
         if iteration is not None:
             self.trained_iteration = max(self.trained_iteration, iteration)
-        if hasattr(self.generator, "sync_weights") and not metrics.get("skipped"):
-            self.generator.sync_weights(self.model)
+        if hasattr(gen, "sync_weights") and (not metrics.get("skipped") or getattr(gen, "weights_dropped", False)):
+            gen.sync_weights(self.model)
         self.busy_seconds["train"] += time.perf_counter() - start
         return metrics
 
@@ -285,7 +355,10 @@ class Policy:
             "spec": self.spec.to_dict(),
             **(state or {}),
         }
-        out = save_checkpoint(root, name, model, self.tokenizer, self.learner.optimizer, st)
+        if self.group is not None:  # optimizer state lives sharded in the group: `sharded/` (DCP) beside `model/`
+            out = save_checkpoint(root, name, model, self.tokenizer, None, st, extra=lambda d: self.group.save(str(d)))
+        else:
+            out = save_checkpoint(root, name, model, self.tokenizer, self.learner.optimizer, st)
         return str(out)
 
     def info(self) -> dict[str, Any]:
@@ -298,6 +371,7 @@ class Policy:
             "skipped_steps": self.learner.skipped_steps,
             "trained_iteration": self.trained_iteration,
             "backend": self.spec.backend,
+            "learner_ranks": self.spec.learner_ranks,
             "busy_seconds": dict(self.busy_seconds),
         }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import replace
 from typing import Any
 
 from spell.engine.checkpoint import latest_checkpoint
@@ -43,12 +44,6 @@ def connect(address: str = "local", num_cpus: int | None = None, object_store_me
         ray.init(address=address, namespace=NAMESPACE)
 
 
-def _gpus_available() -> float:
-    import ray
-
-    return float(ray.cluster_resources().get("GPU", 0.0))
-
-
 def policy_actor(
     name: str,
     spec: PolicySpec,
@@ -66,15 +61,23 @@ def policy_actor(
         return ray.get_actor(name, namespace=NAMESPACE)
     except ValueError:
         pass
+    from spell.engine.learner_group import check_layout, rollout_gpus
+
     ckpt = latest_checkpoint(checkpoint_root) if checkpoint_root else None
     ckpt = ckpt or initial_checkpoint
+    cluster = ray.cluster_resources()
+    # a clear error before anything starts when the cluster cannot host rollout engine + learner ranks
+    check_layout(
+        spec.backend, spec.tensor_parallel, spec.learner_ranks, spec.gpus_per_rank, spec.cpus_per_rank, cluster
+    )
+    spec = replace(spec, group_name=f"{name}-learner")
     actor_cls = ray.remote(Policy)
     options: dict[str, Any] = dict(
         name=name,
         namespace=NAMESPACE,
         get_if_exists=True,
         num_cpus=num_cpus,
-        num_gpus=1 if _gpus_available() >= 1 else 0,
+        num_gpus=rollout_gpus(spec.backend, spec.tensor_parallel, float(cluster.get("GPU", 0.0))),
         max_concurrency=1,
     )
     if detached:

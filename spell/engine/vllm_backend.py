@@ -1,8 +1,11 @@
 """vLLM rollout backend (GPU; `pip install 'spell[gpu]'`), same interface as the transformers backend.
 
 vLLM runs in the policy's own process (colocated with the learner), with its V1 multiprocessing off so
-the model object is reachable; after each GRPO step `sync_weights` streams the learner's weights into
-it through the model's `load_weights`, without a restart. Imported lazily: nothing here loads on CPU.
+the model object is reachable. Around each GRPO step the engine sleeps (`engine.sleep_between_phases`):
+level 2 drops weights and KV cache when full weights are trained (they are reloaded anyway), level 1
+keeps the base weights when LoRA is on. After the step `sync_weights` loads the new weights without a
+restart: full weights through the model's `load_weights`, or, with LoRA, the new adapter as a fresh
+`LoRARequest` used by every later generation. Imported lazily: nothing here loads on CPU.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ class VLLMGenerator:
         max_context: int | None = None,
         gpu_memory_utilization: float = 0.5,
         tensor_parallel_size: int = 1,
+        sleep_mode: bool = False,
+        lora_rank: int = 0,
     ):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         try:
@@ -42,8 +47,17 @@ class VLLMGenerator:
         self.tokenizer = tokenizer
         self.max_context = int(max_context or getattr(model.config, "max_position_embeddings", 32768))
         snapshot = tempfile.mkdtemp(prefix="spell-vllm-")
-        model.save_pretrained(snapshot, safe_serialization=True)
+        if hasattr(model, "merge_and_unload"):  # peft: a clean HF copy (adapters are zero at construction)
+            import copy
+
+            base = copy.deepcopy(model).merge_and_unload()
+        else:
+            base = _unwrapped(model)
+        base.save_pretrained(snapshot, safe_serialization=True)
         tokenizer.save_pretrained(snapshot)
+        lora: dict[str, Any] = {}
+        if lora_rank > 0:
+            lora = {"enable_lora": True, "max_lora_rank": lora_slot(lora_rank), "max_loras": 1}
         self.llm = vllm.LLM(
             model=snapshot,
             dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
@@ -51,8 +65,14 @@ class VLLMGenerator:
             gpu_memory_utilization=gpu_memory_utilization,
             tensor_parallel_size=tensor_parallel_size,
             enable_prefix_caching=True,
+            enable_sleep_mode=sleep_mode,
+            **lora,
         )
         self._vllm = vllm
+        self.lora_rank = lora_rank
+        self.lora_request: Any = None
+        self.syncs = 0
+        self.weights_dropped = False  # True between a level-2 sleep and the next sync
 
     def _runner_model(self) -> Any:
         engine = self.llm.llm_engine
@@ -69,10 +89,30 @@ class VLLMGenerator:
                 continue
         raise RuntimeError("cannot reach the vLLM model to load new weights (vLLM version changed?)")
 
+    def sleep(self) -> None:
+        """Give the GPU memory back for a training step (see the module doc for the levels)."""
+        level = 1 if self.lora_rank > 0 else 2
+        self.llm.sleep(level=level)
+        self.weights_dropped = level == 2
+
+    def wake_up(self) -> None:
+        self.llm.wake_up()
+
     def sync_weights(self, model: Any) -> None:
-        """Push the learner's current weights into vLLM (full weights; merged when LoRA is on)."""
-        source = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-        self._runner_model().load_weights(((n, p.detach()) for n, p in source.state_dict().items()))
+        """Load the learner's current weights: the adapter when LoRA is on, else every full weight."""
+        self.syncs += 1
+        if self.lora_rank > 0 and hasattr(model, "peft_config"):
+            from vllm.lora.request import LoRARequest
+
+            adapter = tempfile.mkdtemp(prefix=f"spell-lora-{self.syncs:05d}-")
+            model.save_pretrained(adapter)  # the adapter only
+            self.lora_request = LoRARequest(f"spell-{self.syncs}", self.syncs, adapter)
+            if self.weights_dropped:  # pragma: no cover - level 1 keeps base weights; defensive
+                raise RuntimeError("vLLM dropped its base weights while LoRA is on")
+        else:
+            weights = ((n, p.detach()) for n, p in _unwrapped(model).state_dict().items())
+            self._runner_model().load_weights(weights)
+        self.weights_dropped = False
         self.llm.reset_prefix_cache()
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
@@ -93,7 +133,10 @@ class VLLMGenerator:
             seed=params.seed,
             stop=list(params.stop) or None,
         )
-        outs = self.llm.generate([{"prompt_token_ids": rendered[pi]} for pi in todo], sp, use_tqdm=False)
+        if self.weights_dropped:
+            raise RuntimeError("vLLM is asleep without weights: sync_weights must follow wake_up")
+        extra = {"lora_request": self.lora_request} if self.lora_request is not None else {}
+        outs = self.llm.generate([{"prompt_token_ids": rendered[pi]} for pi in todo], sp, use_tqdm=False, **extra)
         for pi, out in zip(todo, outs, strict=True):
             results[pi] = [
                 Completion(
@@ -107,3 +150,16 @@ class VLLMGenerator:
                 for si, o in enumerate(out.outputs)
             ]
         return results
+
+
+def lora_slot(rank: int) -> int:
+    """vLLM sizes LoRA slots in fixed ranks: the smallest that holds `rank`."""
+    for slot in (8, 16, 32, 64, 128, 256, 320, 512):
+        if rank <= slot:
+            return slot
+    raise ValueError(f"LoRA rank {rank} is above vLLM's largest slot (512)")
+
+
+def _unwrapped(model: Any) -> Any:
+    """The Hugging Face model under torch.compile / DDP-style wrappers (names must match the checkpoint)."""
+    return getattr(model, "_orig_mod", model)

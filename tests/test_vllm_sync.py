@@ -1,0 +1,105 @@
+"""vLLM weight-sync bookkeeping, on CPU, against a stand-in `vllm` module that records every call: sleep
+around the step, full weights loaded by their Hugging Face names after it (also after a skipped step
+once the weights were dropped), a fresh LoRA adapter request per step when LoRA is on."""
+
+import sys
+import types
+from typing import ClassVar
+
+import pytest
+import torch
+
+from spell.engine.policy import Policy, PolicySpec
+
+
+class FakeLLM:
+    instances: ClassVar[list["FakeLLM"]] = []
+
+    def __init__(self, model, **kw):
+        self.kw, self.calls, self.loaded = kw, [], {}
+        runner = types.SimpleNamespace(model=types.SimpleNamespace(load_weights=self._load))
+        worker = types.SimpleNamespace(model_runner=runner)
+        self.llm_engine = types.SimpleNamespace(
+            model_executor=types.SimpleNamespace(driver_worker=types.SimpleNamespace(worker=worker))
+        )
+        FakeLLM.instances.append(self)
+
+    def _load(self, weights):
+        self.calls.append("load_weights")
+        self.loaded = {n: t.clone() for n, t in weights}
+
+    def sleep(self, level):
+        self.calls.append(f"sleep{level}")
+
+    def wake_up(self):
+        self.calls.append("wake_up")
+
+    def reset_prefix_cache(self):
+        self.calls.append("reset_prefix_cache")
+
+    def generate(self, prompts, sp, use_tqdm=False, lora_request=None):
+        self.calls.append(("generate", None if lora_request is None else lora_request.lora_int_id))
+        out = types.SimpleNamespace(text="ok", token_ids=[5], finish_reason="stop")
+        return [types.SimpleNamespace(outputs=[out] * sp.n) for _ in prompts]
+
+
+class LoRARequest:
+    def __init__(self, name, lora_int_id, path):
+        self.lora_name, self.lora_int_id, self.lora_path = name, lora_int_id, path
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    mod = types.ModuleType("vllm")
+    mod.LLM = FakeLLM
+    mod.SamplingParams = lambda **kw: types.SimpleNamespace(**kw)
+    lora = types.ModuleType("vllm.lora")
+    req = types.ModuleType("vllm.lora.request")
+    req.LoRARequest = LoRARequest
+    for name, m in (("vllm", mod), ("vllm.lora", lora), ("vllm.lora.request", req)):
+        monkeypatch.setitem(sys.modules, name, m)
+    FakeLLM.instances.clear()
+    return FakeLLM
+
+
+SEQS = [{"prompt_ids": [5, 6, 7], "response_ids": [8, 9], "advantage": 1.0},
+        {"prompt_ids": [5, 6], "response_ids": [10], "advantage": -1.0}]  # fmt: skip
+
+
+def test_full_weights_sync_after_every_step(fake_vllm, tiny_model_dir):
+    from spell.engine.learner import LearnerSettings
+
+    pol = Policy(PolicySpec(model_path=tiny_model_dir, backend="vllm", learner=LearnerSettings(lr=1e-2)))
+    llm = fake_vllm.instances[0]
+    assert llm.kw["enable_sleep_mode"] and llm.kw["gpu_memory_utilization"] == 0.5 and "enable_lora" not in llm.kw
+    pol.train_step(SEQS, iteration=1)
+    assert llm.calls == ["sleep2", "wake_up", "load_weights", "reset_prefix_cache"]
+    want = pol.model.state_dict()
+    assert llm.loaded.keys() == want.keys() and all(torch.equal(llm.loaded[k], want[k]) for k in want)
+    llm.calls.clear()
+    pol.train_step([{**SEQS[0], "advantage": float("nan")}], iteration=2)  # skipped, but the weights were dropped
+    assert llm.calls == ["sleep2", "wake_up", "load_weights", "reset_prefix_cache"]
+    pol.generate(["hi"], {"n": 2, "max_new_tokens": 4})
+    assert llm.calls[-1] == ("generate", None)
+
+
+def test_lora_adapter_request_per_step(fake_vllm, tiny_model_dir):
+    pytest.importorskip("peft")
+    pol = Policy(PolicySpec(model_path=tiny_model_dir, backend="vllm", lora_rank=4, tensor_parallel=1))
+    llm = fake_vllm.instances[0]
+    assert llm.kw["enable_lora"] and llm.kw["max_lora_rank"] == 8
+    for step in (1, 2):
+        pol.train_step(SEQS, iteration=step)
+        pol.generate(["hi"], {"n": 1, "max_new_tokens": 4})
+        assert llm.calls[-1] == ("generate", step)
+    assert "load_weights" not in llm.calls and llm.calls.count("sleep1") == 2  # base weights kept asleep
+    from pathlib import Path
+
+    assert (Path(pol.generator.lora_request.lora_path) / "adapter_model.safetensors").is_file()
+
+
+def test_sleep_can_be_turned_off(fake_vllm, tiny_model_dir):
+    pol = Policy(PolicySpec(model_path=tiny_model_dir, backend="vllm", sleep_between_phases=False))
+    llm = fake_vllm.instances[0]
+    pol.train_step(SEQS, iteration=1)
+    assert not llm.kw["enable_sleep_mode"] and llm.calls == ["load_weights", "reset_prefix_cache"]
