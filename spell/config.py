@@ -251,6 +251,9 @@ class EngineConfig(_Section):
     )
     gpus_per_rank: float = _field(1.0, "GPUs per learner rank: 1 on GPU clusters, 0 for CPU ranks.", ge=0)
     cpus_per_rank: float = _field(1.0, "CPUs reserved per learner rank.", gt=0)
+    placement: Literal["PACK", "STRICT_PACK", "SPREAD", "STRICT_SPREAD"] = _field(
+        "PACK", "How learner ranks are placed over nodes (a Ray placement group strategy)."
+    )
     mixed_precision: Literal["bf16", "fp16", "fp32"] = _field(
         "bf16", "Parameter dtype in a sharded learner's forward and backward; gradients reduce in fp32."
     )

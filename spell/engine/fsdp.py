@@ -33,6 +33,7 @@ class ShardingSettings:
     mixed_precision: str = "bf16"  # parameter dtype in forward/backward; gradients reduce in fp32
     cpu_offload: bool = False  # parameters, gradients and optimizer state on the CPU between uses
     reshard_after_forward: bool = True  # ZeRO-3; False keeps gathered layers until backward (ZeRO-2)
+    gradient_checkpointing: bool = False  # recompute each layer's activations in backward
 
     def __post_init__(self) -> None:
         if self.world_size < 1:
@@ -127,6 +128,10 @@ class ShardedLearnerWorker:
         )
         if cuda:
             model = model.cuda()
+        if self.sharding.gradient_checkpointing:
+            fn = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+            fn()
+            model.config.use_cache = False
         apply_fsdp(model, self.sharding, "cuda" if cuda else "cpu")
         self.learner = Learner(model, self.settings, pad_id=int(model.config.pad_token_id or 0))
         if checkpoint:

@@ -5,9 +5,10 @@
     weights = group.full_state_dict()         # unsharded, for the rollout engine
     group.save("runs/x/checkpoints/iter_0001")  # sharded; `spell export` makes an HF folder of it
 
-The actors are placed by a Ray placement group (packed onto as few nodes as possible, spread over
-several when one is not enough), so the same code runs on one GPU box or a multi-node cluster. A
-cluster without the resources the config asks for is a clear error before anything starts.
+The actors are placed by a Ray placement group (`engine.placement`: PACK fills as few nodes as
+possible and spreads over several when one is not enough; STRICT_PACK keeps one node; SPREAD puts one
+rank per node first), so the same code runs on one GPU box or a multi-node cluster. A cluster without
+the resources the config asks for is a clear error before anything starts.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class LearnerGroup:
         cpus_per_rank: float = 1.0,
         checkpoint: str | None = None,
         name: str = "spell-learner",
+        placement: str = "PACK",
     ):
         import ray
         from ray.util.placement_group import placement_group
@@ -94,7 +96,7 @@ class LearnerGroup:
         _remove_stale_placement_group(f"{name}-pg")
         check_resources(world, gpus_per_rank, cpus_per_rank, ray.available_resources())
         bundle = {"CPU": cpus_per_rank, **({"GPU": gpus_per_rank} if gpus_per_rank else {})}
-        self.pg = placement_group([bundle] * world, strategy="PACK", name=f"{name}-pg")
+        self.pg = placement_group([bundle] * world, strategy=placement, name=f"{name}-pg")
         ray.get(self.pg.ready(), timeout=600)
         cls = ray.remote(ShardedLearnerWorker)
         lset = asdict(learner)

@@ -51,6 +51,7 @@ class PolicySpec:
     tensor_parallel: int = 1
     gpu_memory_utilization: float = 0.5
     sleep_between_phases: bool = True
+    placement: str = "PACK"
     group_name: str = "spell-learner"  # names the learner group's placement group (one per policy actor)
 
     @classmethod
@@ -86,6 +87,7 @@ class PolicySpec:
             tensor_parallel=cfg.engine.tensor_parallel,
             gpu_memory_utilization=cfg.engine.gpu_memory_utilization,
             sleep_between_phases=cfg.engine.sleep_between_phases,
+            placement=cfg.engine.placement,
         )
         return replace(spec, **overrides)
 
@@ -222,11 +224,13 @@ class Policy:
                 world_size=self.spec.learner_ranks,
                 mixed_precision=self.spec.mixed_precision,
                 cpu_offload=self.spec.cpu_offload,
+                gradient_checkpointing=self.spec.gradient_checkpointing,
             ),
             gpus_per_rank=self.spec.gpus_per_rank,
             cpus_per_rank=self.spec.cpus_per_rank,
             checkpoint=checkpoint if sharded else None,
             name=self.spec.group_name,
+            placement=self.spec.placement,
         )
 
     def _make_generator(self) -> Any:
