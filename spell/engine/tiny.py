@@ -67,6 +67,8 @@ def build_tiny_model(
     kv_heads: int = 2,
     max_positions: int = 4096,
     seed: int = 0,
+    intermediate_size: int | None = None,
+    vocab_size: int | None = None,
 ) -> Path:
     """Write a tiny random causal LM plus tokenizer to `out_dir` (safetensors) and return the path."""
     import torch
@@ -76,9 +78,9 @@ def build_tiny_model(
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     common = dict(
-        vocab_size=len(tokenizer),
+        vocab_size=max(vocab_size or 0, len(tokenizer)),  # a real model's vocabulary: bench shapes
         hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
+        intermediate_size=intermediate_size or hidden_size * 2,
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,

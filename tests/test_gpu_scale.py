@@ -1,0 +1,63 @@
+"""Scale paths on a GPU (skipped without CUDA): packed flash-attn/SDPA rows, vLLM sleep/wake with LoRA
+adapters, FSDP2 over NCCL (needs 2 GPUs). CPU twins: test_engine_learner, test_vllm_sync, test_fsdp."""
+
+import random
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.gpu
+
+SEQS = [{"prompt_ids": [5, 6, 7, 8], "response_ids": [9, 10, 11], "advantage": 1.0},
+        {"prompt_ids": [5, 6], "response_ids": [12], "advantage": -1.0}]  # fmt: skip
+
+
+def test_packed_rows_match_padded_on_gpu(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from spell.engine.learner import Learner, LearnerSettings, TrainSequence
+    from spell.engine.policy import attention_implementation
+
+    rng = random.Random(0)
+    seqs = [TrainSequence([rng.randint(5, 200) for _ in range(rng.randint(3, 60))],
+                          [rng.randint(5, 200) for _ in range(rng.randint(1, 30))], 1.0) for _ in range(8)]  # fmt: skip
+    impl = attention_implementation(torch.device("cuda"))
+    out = []
+    for packing in (False, True):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16, attn_implementation=impl)
+        out.append(Learner(model.cuda(), LearnerSettings(token_budget=256, packing=packing)).logprobs(seqs))
+    for a, b in zip(*out, strict=True):
+        assert a == pytest.approx(b, abs=5e-2)  # bf16
+
+
+def test_vllm_lora_adapters_reach_generation(tiny_model_dir):
+    pytest.importorskip("vllm")
+    pytest.importorskip("peft")
+    from spell.engine.learner import LearnerSettings
+    from spell.engine.policy import Policy, PolicySpec
+
+    pol = Policy(PolicySpec(model_path=tiny_model_dir, backend="vllm", lora_rank=8, learner=LearnerSettings(lr=5e-2)))
+    greedy = {"n": 1, "temperature": 0.0, "max_new_tokens": 8}
+    before = pol.generate(["hello"], greedy)[0][0]
+    seq = {"prompt_ids": pol.render(["hello"])[0], "response_ids": before["token_ids"], "advantage": -1.0}
+    for _ in range(5):
+        pol.train_step([seq])
+    assert pol.generator.lora_request is not None and pol.generator.lora_request.lora_int_id == 5
+    assert pol.generate(["hello"], greedy)[0][0]["token_ids"] != before["token_ids"]
+
+
+@pytest.mark.ray
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_fsdp2_over_nccl_matches_one_gpu(ray_local, tiny_model_dir):
+    from spell.engine.fsdp import ShardingSettings
+    from spell.engine.learner import LearnerSettings
+    from spell.engine.learner_group import LearnerGroup
+
+    sharding = ShardingSettings(world_size=2, mixed_precision="bf16")
+    group = LearnerGroup(tiny_model_dir, LearnerSettings(lr=1e-3), sharding, gpus_per_rank=1)
+    try:
+        assert [i["backend"] for i in group.info] == ["nccl", "nccl"]
+        m = group.train_step(SEQS)
+        assert m["skipped"] == 0.0 and m["tokens"] == 4
+    finally:
+        group.shutdown()
