@@ -258,6 +258,12 @@ class EngineConfig(_Section):
         "bf16", "Parameter dtype in a sharded learner's forward and backward; gradients reduce in fp32."
     )
     cpu_offload: bool = _field(False, "Sharded learner: keep parameters and optimizer state on the CPU between uses.")
+    sequence_parallel: int = _field(
+        1,
+        "Ulysses sequence parallelism: this many learner ranks share each sequence (attention heads split "
+        "across them). For 16K-100K-token sequences; must divide engine.learner_ranks.",
+        ge=1,
+    )
     tensor_parallel: int = _field(1, "vLLM tensor-parallel size (GPUs per rollout engine).", ge=1)
     gpu_memory_utilization: float = _field(
         0.5, "Share of each GPU vLLM may take (weights + KV cache); the rest is the learner's.", gt=0, le=1
@@ -277,6 +283,13 @@ class EngineConfig(_Section):
             )
         if self.tensor_parallel > 1 and self.backend != "vllm":
             raise ValueError("tensor_parallel > 1 needs backend: vllm")
+        if self.sequence_parallel > 1:
+            if self.learner_ranks % self.sequence_parallel:
+                raise ValueError(
+                    f"sequence_parallel={self.sequence_parallel} must divide learner_ranks={self.learner_ranks}"
+                )
+            if self.packing:
+                raise ValueError("packing and sequence_parallel > 1 exclude each other: pick one")
         return self
 
 

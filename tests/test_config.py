@@ -90,3 +90,18 @@ def test_bad_files(tmp_path):
 @pytest.mark.parametrize("preset", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_presets_load(preset):
     load_config(CONFIGS / preset)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["engine.gpus_per_rank=0.5"], "whole number of GPUs"),
+        (["engine.tensor_parallel=2"], "needs backend: vllm"),
+        (["engine.learner_ranks=4", "engine.sequence_parallel=3"], "must divide learner_ranks=4"),
+        (["engine.learner_ranks=2", "engine.sequence_parallel=2", "engine.packing=true"], "exclude each other"),
+        (["engine.learner_ranks=2", "model.lora_rank=8"], "engine.learner_ranks=1"),
+    ],
+)
+def test_scale_settings_are_checked(overrides, needle):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        load_config(str(CONFIGS / "cpu-smoke.yaml"), overrides)

@@ -1,5 +1,6 @@
 """The same flow with a sharded learner: cpu-smoke with FSDP2 over 2 gloo ranks trains, checkpoints
-sharded, resumes from the shards after the policy actor is lost, and `spell export` gives an HF folder."""
+sharded, resumes from the shards after the policy actor is lost (with sequence parallelism on), and
+`spell export` gives an HF folder."""
 
 from pathlib import Path
 
@@ -29,8 +30,11 @@ def test_sharded_learner_runs_the_pipeline_and_exports(prefect_api, ray_local, t
     for name in list(_HANDLES):  # the policy actor (and the learner group it owns) is lost
         kill_policy_actor(name)
         _HANDLES.pop(name)
-    second = spell_iteration(run="fsdp", config=CONFIG, overrides=ov)
+    # iteration 2 also switches on Ulysses sequence parallelism (both ranks share each sequence)
+    second = spell_iteration(run="fsdp", config=CONFIG, overrides=[*ov, "engine.sequence_parallel=2"])
     assert second["iteration"] == 2
+    m2 = pq.read_table(Path(second["dir"]) / "train_metrics.parquet").to_pylist()[0]
+    assert m2["skipped"] == 0.0 and m2["tokens"] > 0
     ckpt2 = tmp_path / "fsdp" / "checkpoints" / "iter_0002"
     out = tmp_path / "exported"
     assert main(["export", str(ckpt2), "--out", str(out)]) == 0

@@ -34,12 +34,21 @@ class ShardingSettings:
     cpu_offload: bool = False  # parameters, gradients and optimizer state on the CPU between uses
     reshard_after_forward: bool = True  # ZeRO-3; False keeps gathered layers until backward (ZeRO-2)
     gradient_checkpointing: bool = False  # recompute each layer's activations in backward
+    sequence_parallel: int = 1  # Ulysses group size: consecutive ranks share each sequence
+
+    @property
+    def data_parallel(self) -> int:
+        return self.world_size // self.sequence_parallel
 
     def __post_init__(self) -> None:
         if self.world_size < 1:
             raise ValueError(f"world_size must be >= 1, got {self.world_size}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {sorted(MIXED_PRECISION)}")
+        if self.sequence_parallel < 1 or self.world_size % self.sequence_parallel:
+            raise ValueError(
+                f"sequence_parallel={self.sequence_parallel} must divide the learner's world size {self.world_size}"
+            )
 
 
 def split_by_tokens(lengths: Sequence[int], world: int) -> list[list[int]]:
@@ -98,8 +107,11 @@ class ShardedLearnerWorker:
 
     def __init__(self, model_path: str, learner: dict[str, Any], sharding: dict[str, Any], rank: int):
         self.model_path, self.rank = model_path, rank
-        self.settings = LearnerSettings(**{**learner, "betas": tuple(learner.get("betas", (0.9, 0.999)))})
         self.sharding = ShardingSettings(**sharding)
+        betas = tuple(learner.get("betas", (0.9, 0.999)))
+        self.settings = LearnerSettings(
+            **{**learner, "betas": betas, "sequence_parallel": self.sharding.sequence_parallel}
+        )
         self.learner: Learner | None = None
         self.steps_seen = 0
 
@@ -123,8 +135,18 @@ class ShardedLearnerWorker:
             torch.cuda.set_device(0)  # Ray gives each actor its own GPU as device 0
         else:
             torch.set_num_threads(max(1, (os.cpu_count() or 2) // self.sharding.world_size))
+        attn = _attn(cuda)
+        sp = self.sharding.sequence_parallel
+        if sp > 1:
+            from spell.engine import ulysses
+
+            for g in range(self.sharding.world_size // sp):  # every rank creates every group, in order
+                group = dist.new_group(list(range(g * sp, (g + 1) * sp)))
+                if self.rank // sp == g:
+                    ulysses.set_group(group)
+            attn = ulysses.register()
         model = AutoModelForCausalLM.from_pretrained(
-            self.model_path, dtype=torch.float32, use_safetensors=True, attn_implementation=_attn(cuda)
+            self.model_path, dtype=torch.float32, use_safetensors=True, attn_implementation=attn
         )
         if cuda:
             model = model.cuda()

@@ -53,6 +53,7 @@ class LearnerSettings:
     kl_coef: float = 0.0
     token_budget: int = 8192
     packing: bool = False
+    sequence_parallel: int = 1  # ranks sharing each sequence (Ulysses, see spell.engine.ulysses)
 
 
 class Learner:
@@ -180,6 +181,8 @@ class Learner:
     @torch.no_grad()
     def logprobs(self, seqs: Sequence[TrainSequence]) -> list[list[float]]:
         """Per-token log-probs of each response under the current weights (no gradient)."""
+        if self.settings.sequence_parallel > 1:
+            raise NotImplementedError("logprobs() runs on one rank; use a learner without sequence parallelism")
         was = self.model.training
         self.model.eval()
         out: list[list[float]] = [[] for _ in seqs]
@@ -209,6 +212,13 @@ class Learner:
         stats, loss_total, padded, real = LossStats(), 0.0, 0, 0
         micro = self.micro_batches(seqs)
         for mb in micro:
+            if s.sequence_parallel > 1:
+                loss, mb_stats, mb_padded, mb_real = self._sequence_parallel_loss([seqs[i] for i in mb], total_tokens)
+                loss.backward()
+                loss_total += float(loss.item())
+                stats += mb_stats
+                padded, real = padded + mb_padded, real + mb_real
+                continue
             b = self._batch([seqs[i] for i in mb])
             padded += b["n_tokens"] if "packed" in b else b["ids"].numel()
             real += int(b["attn"].sum())
@@ -246,6 +256,34 @@ class Learner:
             "padding_fraction": 1.0 - real / max(padded, 1),
             "micro_batches": float(len(micro)),
         }
+
+    def _sequence_parallel_loss(
+        self, seqs: Sequence[TrainSequence], total_tokens: float
+    ) -> tuple[torch.Tensor, LossStats, int, int]:
+        """This rank's slice of the micro-batch through the model (attention exchanges the rest)."""
+        import torch.distributed as dist
+
+        from spell.engine import ulysses
+
+        s, dev = self.settings, self.device
+        if self.ref_model is not None and s.kl_coef > 0:
+            raise NotImplementedError("a KL reference model is not supported with sequence parallelism")
+        b = ulysses.slice_batch(seqs, dist.get_rank(ulysses._GROUP), s.sequence_parallel, self.pad_id)
+        out = self.model(input_ids=b["ids"].to(dev), position_ids=b["positions"].to(dev), use_cache=False)
+        logits = out.logits.float()
+        targets = b["targets"].to(dev)
+        lp = logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        old = torch.where(b["has_old"].to(dev)[:, None], b["old"].to(dev), lp.detach())
+        loss, stats = policy_loss(
+            lp,
+            old,
+            b["adv"].to(dev),
+            b["target_mask"].to(dev),
+            total_tokens=total_tokens,
+            clip_low=s.clip_low,
+            clip_high=s.clip_high,
+        )
+        return loss, stats, int(b["tokens"]), int(b["real"])
 
     def _idle_pass(self) -> None:
         """A forward and backward that contributes zero gradient (keeps sharded ranks in step)."""

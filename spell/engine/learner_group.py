@@ -111,6 +111,7 @@ class LearnerGroup:
         addr, port = ray.get(self.actors[0].node_address.remote())
         self.info = ray.get([a.setup.remote(addr, port, checkpoint) for a in self.actors])
         self.world = world
+        self.sp = sharding.sequence_parallel
 
     def _all(self, method: str, *per_rank_args: Any, same: tuple[Any, ...] = ()) -> list[Any]:
         import ray
@@ -127,12 +128,13 @@ class LearnerGroup:
         if not seqs:
             return {"loss": 0.0, "grad_norm": 0.0, "tokens": 0.0, "skipped": 1.0, "seconds": 0.0}
         lengths = [len(s["prompt_ids"]) + len(s["response_ids"]) for s in seqs]
-        parts = [[seqs[i] for i in idx] for idx in split_by_tokens(lengths, self.world)]
+        groups = [[seqs[i] for i in idx] for idx in split_by_tokens(lengths, self.world // self.sp)]
+        parts = [groups[r // self.sp] for r in range(self.world)]  # a sequence-parallel group shares its part
         total = float(sum(len(s["response_ids"]) for s in seqs))
         n_micro = max(self._all("micro_batch_count", parts))
         out = self._all("train_step", parts, same=(total, n_micro))
         m = dict(out[0])  # loss (summed over ranks), grad norm and skip decision are global already
-        m["sequences"] = float(sum(o.get("sequences", 0.0) for o in out))
+        m["sequences"] = float(sum(o.get("sequences", 0.0) for o in out)) / self.sp
         m["seconds"] = max(o.get("seconds", 0.0) for o in out)
         m["padding_fraction"] = sum(o.get("padding_fraction", 0.0) for o in out) / len(out)
         m["micro_batches"] = float(n_micro)

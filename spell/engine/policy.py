@@ -48,6 +48,7 @@ class PolicySpec:
     cpus_per_rank: float = 1.0
     mixed_precision: str = "bf16"
     cpu_offload: bool = False
+    sequence_parallel: int = 1
     tensor_parallel: int = 1
     gpu_memory_utilization: float = 0.5
     sleep_between_phases: bool = True
@@ -84,6 +85,7 @@ class PolicySpec:
             cpus_per_rank=cfg.engine.cpus_per_rank,
             mixed_precision=cfg.engine.mixed_precision,
             cpu_offload=cfg.engine.cpu_offload,
+            sequence_parallel=cfg.engine.sequence_parallel,
             tensor_parallel=cfg.engine.tensor_parallel,
             gpu_memory_utilization=cfg.engine.gpu_memory_utilization,
             sleep_between_phases=cfg.engine.sleep_between_phases,
@@ -225,6 +227,7 @@ class Policy:
                 mixed_precision=self.spec.mixed_precision,
                 cpu_offload=self.spec.cpu_offload,
                 gradient_checkpointing=self.spec.gradient_checkpointing,
+                sequence_parallel=self.spec.sequence_parallel,
             ),
             gpus_per_rank=self.spec.gpus_per_rank,
             cpus_per_rank=self.spec.cpus_per_rank,
