@@ -48,12 +48,13 @@ def test_vllm_lora_adapters_reach_generation(tiny_model_dir):
 
 @pytest.mark.ray
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 GPUs")
-def test_fsdp2_over_nccl_matches_one_gpu(ray_local, tiny_model_dir):
+@pytest.mark.parametrize("cpu_offload", [False, True])
+def test_fsdp2_over_nccl_trains(ray_local, tiny_model_dir, cpu_offload):
     from spell.engine.fsdp import ShardingSettings
     from spell.engine.learner import LearnerSettings
     from spell.engine.learner_group import LearnerGroup
 
-    sharding = ShardingSettings(world_size=2, mixed_precision="bf16")
+    sharding = ShardingSettings(world_size=2, mixed_precision="bf16", cpu_offload=cpu_offload)
     group = LearnerGroup(tiny_model_dir, LearnerSettings(lr=1e-3), sharding, gpus_per_rank=1)
     try:
         assert [i["backend"] for i in group.info] == ["nccl", "nccl"]

@@ -86,7 +86,8 @@ def apply_fsdp(model: torch.nn.Module, settings: ShardingSettings, device_type: 
     mesh = init_device_mesh(device_type, (settings.world_size,))
     dtype = MIXED_PRECISION[settings.mixed_precision]
     mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
-    offload = CPUOffloadPolicy() if settings.cpu_offload else OffloadPolicy()
+    # offloading is a GPU-memory measure (and needs an accelerator): CPU ranks keep everything where it is
+    offload = CPUOffloadPolicy() if settings.cpu_offload and device_type != "cpu" else OffloadPolicy()
     kw = {"mesh": mesh, "mp_policy": mp, "offload_policy": offload}
     for name in shard_units(model):
         fully_shard(model.get_submodule(name), reshard_after_forward=settings.reshard_after_forward, **kw)
