@@ -21,8 +21,11 @@ from spell.engine.policy import Policy, PolicySpec
 NAMESPACE = "spell"
 
 
-def connect(address: str = "local", num_cpus: int | None = None, object_store_memory: int = 300_000_000) -> None:
-    """Join the configured cluster (`auto`, `host:port`, `ray://...`) or start a private local instance."""
+def connect(address: str = "local", num_cpus: int | None = None, object_store_memory: int | None = None) -> None:
+    """Join the configured cluster (`auto`, `host:port`, `ray://...`) or start a private local instance.
+
+    A local instance on a CPU machine gets a small object store (300 MB: tests, demo); with a GPU, Ray's
+    default, since a sharded learner hands the full weights to the rollout engine through it."""
     import ray
 
     if ray.is_initialized():
@@ -36,12 +39,18 @@ def connect(address: str = "local", num_cpus: int | None = None, object_store_me
             namespace=NAMESPACE,
             num_cpus=num_cpus or max(os.cpu_count() or 1, 2),
             include_dashboard=False,
-            object_store_memory=object_store_memory,
+            object_store_memory=object_store_memory or _default_object_store(),
             _temp_dir=os.environ.get("SPELL_RAY_TMP") or tempfile.mkdtemp(prefix="spell-ray-"),
             log_to_driver=False,
         )
     else:
         ray.init(address=address, namespace=NAMESPACE)
+
+
+def _default_object_store() -> int | None:
+    import torch
+
+    return None if torch.cuda.is_available() else 300_000_000
 
 
 def policy_actor(
