@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.test_eval_e2e import write_fixtures
+from tests.test_eval_judge import FakeJudge
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,13 +26,10 @@ ENV_KEY = "sk-planted-ENVKEY-7f3a9c1e5b2d4680"
 FILE_KEY = "sk-planted-FILEKEY-0c4e8a2f6b1d3957"
 
 
-class EchoingJudge(BaseHTTPRequestHandler):
+class EchoingJudge(FakeJudge):
     """A careless judge server: its error bodies repeat the Authorization header it got."""
 
     seen: ClassVar[list[str]] = []
-
-    def log_message(self, *args):
-        pass
 
     def do_POST(self):
         auth = self.headers.get("Authorization", "")
@@ -46,14 +44,6 @@ class EchoingJudge(BaseHTTPRequestHandler):
         self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                          "choices": [{"index": 0, "finish_reason": "stop",
                                       "message": {"role": "assistant", "content": reply}}]})  # fmt: skip
-
-    def _send(self, code, obj):
-        data = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
 
 @contextlib.contextmanager
