@@ -90,7 +90,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if cfg.tracking.mlflow:
         uri = cfg.tracking.mlflow_uri or "sqlite:///" + str(layout.runs_dir / "mlflow.db")
         print(f"mlflow:      {uri}  (run '{layout.run}'; view with: mlflow ui --backend-store-uri {uri})")
-    print(f"duckdb:      views prompts, questions, responses, verdicts, rewards, batch, train_metrics over {runs}/")
+    views = "prompts, questions, responses, verdicts, rewards, batch, train_metrics, rejects"
+    print(f"duckdb:      views {views} over {runs}/")
     print("next:")
     query = "SELECT iteration, role, avg(reward) FROM rewards GROUP BY ALL ORDER BY ALL"
     print(f'  spell history --runs-dir {runs} "{query}"')
