@@ -265,6 +265,13 @@ class EngineConfig(_Section):
         ge=1,
     )
     tensor_parallel: int = _field(1, "vLLM tensor-parallel size (GPUs per rollout engine).", ge=1)
+    rollout_replicas: int = _field(
+        1,
+        "Rollout engines: the policy actor plus replicas-1 generation-only actors, each prompt batch split "
+        "between them and new weights sent to all after each step. With a sharded learner on GPUs the "
+        "replicas share the learner ranks' GPUs (half a GPU each, vLLM sleeping during the step).",
+        ge=1,
+    )
     gpu_memory_utilization: float = _field(
         0.5, "Share of each GPU vLLM may take (weights + KV cache); the rest is the learner's.", gt=0, le=1
     )
@@ -357,6 +364,13 @@ class SpellConfig(_Section):
 
     @model_validator(mode="after")
     def _sharded_learner(self) -> SpellConfig:
+        if self.engine.rollout_replicas > 1 and self.model.lora_rank > 0:
+            raise ValueError("engine.rollout_replicas > 1 with LoRA is not supported: use one rollout engine")
+        if self.engine.learner_ranks > 1 and self.engine.rollout_replicas - 1 > self.engine.learner_ranks:
+            raise ValueError(
+                f"engine.rollout_replicas={self.engine.rollout_replicas}: at most learner_ranks + 1 "
+                f"({self.engine.learner_ranks + 1}); each replica shares one learner rank's GPU"
+            )
         if self.engine.learner_ranks > 1 and self.model.lora_rank > 0:
             raise ValueError(
                 "model.lora_rank > 0 with engine.learner_ranks > 1: LoRA trains few weights, one rank holds "

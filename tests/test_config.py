@@ -100,6 +100,8 @@ def test_presets_load(preset):
         (["engine.learner_ranks=4", "engine.sequence_parallel=3"], "must divide learner_ranks=4"),
         (["engine.learner_ranks=2", "engine.sequence_parallel=2", "engine.packing=true"], "exclude each other"),
         (["engine.learner_ranks=2", "model.lora_rank=8"], "engine.learner_ranks=1"),
+        (["engine.rollout_replicas=2", "model.lora_rank=8"], "rollout_replicas > 1 with LoRA"),
+        (["engine.learner_ranks=2", "engine.rollout_replicas=4"], "at most learner_ranks + 1 (3)"),
     ],
 )
 def test_scale_settings_are_checked(overrides, needle):

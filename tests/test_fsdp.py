@@ -38,6 +38,14 @@ def test_settings_and_cluster_checks_are_actionable():
         check_resources(8, 1, 1, {"GPU": 4.0, "CPU": 64.0})
     with pytest.raises(ClusterResourceError, match="CPU"):
         check_resources(2, 0, 4, {"CPU": 2.0})
+    from spell.engine.learner_group import check_layout
+
+    gpus8 = {"GPU": 8.0, "CPU": 64.0}
+    check_layout("vllm", 1, 7, 1, 1, gpus8, rollout_replicas=8)  # replicas share the 7 learner GPUs
+    with pytest.raises(ClusterResourceError, match="rollout_replicas"):
+        check_layout("vllm", 2, 1, 1, 1, gpus8, rollout_replicas=5)  # 5 engines x TP 2 = 10 GPUs
+    with pytest.raises(ClusterResourceError, match="8 GPU"):
+        check_layout("vllm", 1, 8, 1, 1, gpus8)  # 1 rollout GPU + 8 ranks
 
 
 def _batch(n=10, seed=0):

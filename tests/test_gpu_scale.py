@@ -62,3 +62,21 @@ def test_fsdp2_over_nccl_trains(ray_local, tiny_model_dir, cpu_offload):
         assert m["skipped"] == 0.0 and m["tokens"] == 4
     finally:
         group.shutdown()
+
+
+@pytest.mark.ray
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 3, reason="needs 3 GPUs")
+def test_replicas_share_the_learner_gpus(ray_local, tiny_model_dir):
+    import ray
+
+    from spell.engine.policy import PolicySpec
+    from spell.engine.ray_policy import kill_policy_actor, policy_actor
+
+    spec = PolicySpec(model_path=tiny_model_dir, learner_ranks=2, rollout_replicas=3, backend="vllm")
+    actor = policy_actor("colocated", spec)
+    try:
+        out = ray.get(actor.rollout.remote(["a", "b", "c"], {"n": 1, "max_new_tokens": 4}))
+        assert len(out) == 3
+        assert ray.get(actor.train_step.remote(SEQS))["skipped"] == 0.0
+    finally:
+        kill_policy_actor("colocated")

@@ -1,6 +1,6 @@
 """The same flow with a sharded learner: cpu-smoke with FSDP2 over 2 gloo ranks trains, checkpoints
-sharded, resumes from the shards after the policy actor is lost (with sequence parallelism on), and
-`spell export` gives an HF folder."""
+sharded (with a rollout replica), resumes from the shards after the policy actor is lost (with sequence
+parallelism on), and `spell export` gives an HF folder."""
 
 from pathlib import Path
 
@@ -22,7 +22,9 @@ def test_sharded_learner_runs_the_pipeline_and_exports(prefect_api, ray_local, t
     from tasks.common import _HANDLES
 
     ov = [f"run.runs_dir={tmp_path}", *SHARDED]
-    first = spell_iteration(run="fsdp", config=CONFIG, overrides=ov)
+    # iteration 1 also generates on a second rollout engine placed in the learner's placement group
+    first = spell_iteration(run="fsdp", config=CONFIG, overrides=[*ov, "engine.rollout_replicas=2"])
+    assert first["usable_groups"] >= 4
     ckpt1 = tmp_path / "fsdp" / "checkpoints" / "iter_0001"
     assert (ckpt1 / "sharded" / ".metadata").is_file() and (ckpt1 / "model" / "config.json").is_file()
     m = pq.read_table(Path(first["dir"]) / "train_metrics.parquet").to_pylist()[0]

@@ -53,9 +53,17 @@ def check_layout(
     gpus_per_rank: float,
     cpus_per_rank: float,
     cluster: dict[str, float],
+    rollout_replicas: int = 1,
 ) -> None:
-    """The whole job fits the cluster: the rollout engine's GPUs plus the learner ranks' (when sharded)."""
-    gpus = rollout_gpus(backend, tensor_parallel, float(cluster.get("GPU", 0.0)))
+    """The whole job fits the cluster: the rollout engines' GPUs plus the learner ranks' (when sharded;
+    replicas then share the ranks' GPUs and need none of their own)."""
+    engines = 1 if learner_ranks > 1 else rollout_replicas
+    gpus = engines * rollout_gpus(backend, tensor_parallel, float(cluster.get("GPU", 0.0)))
+    if gpus > float(cluster.get("GPU", 0.0)):
+        raise ClusterResourceError(
+            f"{engines} rollout engine(s) x {gpus // engines} GPU need {gpus} GPUs; the cluster has "
+            f"{cluster.get('GPU', 0.0):g}. Lower engine.rollout_replicas or engine.tensor_parallel"
+        )
     if tensor_parallel > 1 and gpus < tensor_parallel:
         raise ClusterResourceError(
             f"engine.tensor_parallel={tensor_parallel} needs {tensor_parallel} GPUs for vLLM; the cluster has "
@@ -87,6 +95,7 @@ class LearnerGroup:
         checkpoint: str | None = None,
         name: str = "spell-learner",
         placement: str = "PACK",
+        gpu_share: float = 1.0,
     ):
         import ray
         from ray.util.placement_group import placement_group
@@ -103,7 +112,7 @@ class LearnerGroup:
         self.actors = [
             cls.options(
                 num_cpus=cpus_per_rank,
-                num_gpus=gpus_per_rank,
+                num_gpus=gpus_per_rank * gpu_share,  # < 1: a rollout replica takes the rest of this GPU
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=r),
             ).remote(model_path, lset, asdict(sharding), r)
             for r in range(world)

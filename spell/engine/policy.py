@@ -53,6 +53,8 @@ class PolicySpec:
     gpu_memory_utilization: float = 0.5
     sleep_between_phases: bool = True
     placement: str = "PACK"
+    rollout_replicas: int = 1
+    replica: bool = False  # a generation-only copy (no learner group, no replicas of its own)
     group_name: str = "spell-learner"  # names the learner group's placement group (one per policy actor)
 
     @classmethod
@@ -90,6 +92,7 @@ class PolicySpec:
             gpu_memory_utilization=cfg.engine.gpu_memory_utilization,
             sleep_between_phases=cfg.engine.sleep_between_phases,
             placement=cfg.engine.placement,
+            rollout_replicas=cfg.engine.rollout_replicas,
         )
         return replace(spec, **overrides)
 
@@ -194,6 +197,7 @@ class Policy:
         self.learner = Learner(self.model, self.spec.learner, pad_id=self.pad_id, ref_model=ref)
         self.group = self._make_learner_group(source, checkpoint)
         self.generator = self._make_generator()
+        self.replicas = self._make_replicas(checkpoint)
         self.trained_iteration = 0
         self.busy_seconds = {"generate": 0.0, "train": 0.0}  # for bench/overhead.py
         if checkpoint:
@@ -213,7 +217,7 @@ class Policy:
     def _make_learner_group(self, source: str, checkpoint: str | None) -> Any:
         """engine.learner_ranks > 1: FSDP2 over a group of Ray actors trains; this process keeps a full copy
         of the weights for generation (refreshed after every step) and for HF checkpoints."""
-        if self.spec.learner_ranks <= 1:
+        if self.spec.learner_ranks <= 1 or self.spec.replica:
             return None
         from spell.engine.fsdp import ShardingSettings
         from spell.engine.learner_group import LearnerGroup
@@ -234,7 +238,35 @@ class Policy:
             checkpoint=checkpoint if sharded else None,
             name=self.spec.group_name,
             placement=self.spec.placement,
+            gpu_share=0.5 if self._colocated() else 1.0,
         )
+
+    def _colocated(self) -> bool:
+        """Rollout replicas share the sharded learner's GPUs (one replica per rank's GPU, half each)."""
+        return self.spec.rollout_replicas > 1 and self.spec.learner_ranks > 1 and torch.cuda.is_available()
+
+    def _make_replicas(self, checkpoint: str | None) -> list[Any]:
+        """Generation-only copies of the policy as Ray actors (engine.rollout_replicas - 1 of them)."""
+        if self.spec.rollout_replicas <= 1 or self.spec.replica:
+            return []
+        import ray
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        spec = replace(self.spec, replica=True, learner_ranks=1, rollout_replicas=1).to_dict()
+        cls = ray.remote(Policy)
+        replicas = []
+        for i in range(self.spec.rollout_replicas - 1):
+            opts: dict[str, Any] = {"num_cpus": 0, "num_gpus": 0}
+            if self.group is not None:  # inside the learner's placement group, on rank i's GPU when there is one
+                opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                    self.group.pg, placement_group_bundle_index=i
+                )
+                opts["num_gpus"] = 0.5 if self._colocated() else 0
+            elif torch.cuda.is_available():
+                opts["num_gpus"] = self.spec.tensor_parallel if self.spec.backend == "vllm" else 1
+            replicas.append(cls.options(**opts).remote(spec, checkpoint))
+        ray.get([r.info.remote() for r in replicas])  # surface construction errors here
+        return replicas
 
     def _make_generator(self) -> Any:
         if self.spec.backend == "scripted":  # test double for pipeline tests (see spell.engine.scripted)
@@ -275,6 +307,8 @@ class Policy:
         """Per prompt: its token ids and its completions. Prompts longer than `max_prompt_tokens` are not
         generated: they come back with `prompt_too_long` completions, so callers can count them.
         A prefill is appended to the rendered prompt and put back in front of each completion's text."""
+        if self.replicas and len(prompts) > 1:
+            return self._rollout_split(prompts, params, max_prompt_tokens, prefills)
         start = time.perf_counter()
         sp = params if isinstance(params, SamplingParams) else SamplingParams.from_dict(params)
         ids = self.render(prompts)
@@ -309,6 +343,55 @@ class Policy:
         self.busy_seconds["generate"] += time.perf_counter() - start
         return results
 
+    def _rollout_split(
+        self,
+        prompts: list[Prompt],
+        params: dict[str, Any] | SamplingParams,
+        max_prompt_tokens: int | None,
+        prefills: list[str] | None,
+    ) -> list[dict[str, Any]]:
+        """Contiguous shares of the prompts to the replicas and this actor, concurrently; each share samples
+        with its own seed (seed + 7919 * share) so replicas never repeat each other."""
+        import ray
+
+        d = asdict(params) if isinstance(params, SamplingParams) else dict(params)
+        parts = min(len(self.replicas) + 1, len(prompts))
+        bounds = [len(prompts) * k // parts for k in range(parts + 1)]
+
+        def share(k: int) -> tuple[list[Prompt], dict[str, Any], list[str] | None]:
+            lo, hi = bounds[k], bounds[k + 1]
+            seed = None if d.get("seed") is None else int(d["seed"]) + 7919 * k
+            return prompts[lo:hi], {**d, "seed": seed}, prefills[lo:hi] if prefills else None
+
+        futures = [self.replicas[k - 1].rollout.remote(*share(k)[:2], max_prompt_tokens, share(k)[2])
+                   for k in range(1, parts)]  # fmt: skip
+        ps, pp, pf = share(0)
+        saved, self.replicas = self.replicas, []
+        try:
+            out = self.rollout(ps, pp, max_prompt_tokens, pf)
+        finally:
+            self.replicas = saved
+        for k, rows in enumerate(ray.get(futures), start=1):
+            for row in rows:
+                for c in row["completions"]:
+                    c["prompt_index"] += bounds[k]
+            out += rows
+        return out
+
+    def load_weights(self, state: dict[str, Any]) -> None:
+        """A replica takes the trained weights (sent once through the object store) into its engine."""
+        self.model.load_state_dict(state)
+        if hasattr(self.generator, "sync_weights"):
+            self.generator.sync_weights(self.model)
+
+    def pause_generation(self) -> None:
+        if self.spec.sleep_between_phases and hasattr(self.generator, "sleep"):
+            self.generator.sleep()
+
+    def resume_generation(self) -> None:
+        if self.spec.sleep_between_phases and hasattr(self.generator, "wake_up"):
+            self.generator.wake_up()
+
     def render(self, prompts: list[Prompt]) -> list[list[int]]:
         return [render_prompt(self.tokenizer, p) for p in prompts]
 
@@ -324,6 +407,7 @@ class Policy:
         sleeping = self.spec.sleep_between_phases and hasattr(gen, "sleep")
         if sleeping:
             gen.sleep()  # generation and training share the GPU: vLLM gives its memory back for the step
+        _call_all(self.replicas, "pause_generation")
         try:
             if self.group is not None:
                 metrics = self.group.train_step(seqs)
@@ -337,10 +421,16 @@ class Policy:
         finally:
             if sleeping:
                 gen.wake_up()
+            _call_all(self.replicas, "resume_generation")
         if iteration is not None:
             self.trained_iteration = max(self.trained_iteration, iteration)
         if hasattr(gen, "sync_weights") and (not metrics.get("skipped") or getattr(gen, "weights_dropped", False)):
             gen.sync_weights(self.model)
+        if self.replicas:
+            import ray
+
+            ref = ray.put({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+            _call_all(self.replicas, "load_weights", ref)
         self.busy_seconds["train"] += time.perf_counter() - start
         return metrics
 
@@ -381,6 +471,13 @@ class Policy:
             "learner_ranks": self.spec.learner_ranks,
             "busy_seconds": dict(self.busy_seconds),
         }
+
+
+def _call_all(actors: list[Any], method: str, *args: Any) -> None:
+    if actors:
+        import ray
+
+        ray.get([getattr(a, method).remote(*args) for a in actors])
 
 
 def _wrap_lora(model: Any, rank: int, alpha: float) -> Any:

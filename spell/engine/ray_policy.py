@@ -77,7 +77,13 @@ def policy_actor(
     cluster = ray.cluster_resources()
     # a clear error before anything starts when the cluster cannot host rollout engine + learner ranks
     check_layout(
-        spec.backend, spec.tensor_parallel, spec.learner_ranks, spec.gpus_per_rank, spec.cpus_per_rank, cluster
+        spec.backend,
+        spec.tensor_parallel,
+        spec.learner_ranks,
+        spec.gpus_per_rank,
+        spec.cpus_per_rank,
+        cluster,
+        spec.rollout_replicas,
     )
     spec = replace(spec, group_name=f"{name}-learner")
     actor_cls = ray.remote(Policy)
