@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from spell.engine.checkpoint import LATEST, latest_checkpoint, save_checkpoint
 from spell.engine.learner import Learner, LearnerSettings, TrainSequence
-from spell.engine.policy import Policy, PolicySpec, _enable_activation_checkpointing
+from spell.engine.policy import Policy, PolicySpec, enable_activation_checkpointing
 
 
 def _seqs(n=8, seed=0, vocab=400):
@@ -166,7 +166,7 @@ def test_gradient_checkpointing_gives_the_same_gradient(tiny_model_dir):
     for ckpt in (False, True):
         m = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
         if ckpt:
-            _enable_activation_checkpointing(m)
+            enable_activation_checkpointing(m)
         Learner(m, LearnerSettings()).backward(seqs)
         grads.append(torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None]))
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)

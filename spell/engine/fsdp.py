@@ -128,6 +128,8 @@ class ShardedLearnerWorker:
         import torch.distributed as dist
         from transformers import AutoModelForCausalLM
 
+        from spell.engine.policy import attention_implementation, enable_activation_checkpointing
+
         cuda = torch.cuda.is_available()
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port))
         if not dist.is_initialized():
@@ -136,7 +138,7 @@ class ShardedLearnerWorker:
             torch.cuda.set_device(0)  # Ray gives each actor its own GPU as device 0
         else:
             torch.set_num_threads(max(1, (os.cpu_count() or 2) // self.sharding.world_size))
-        attn = _attn(cuda)
+        attn = attention_implementation(torch.device("cuda" if cuda else "cpu"))
         sp = self.sharding.sequence_parallel
         if sp > 1:
             from spell.engine import ulysses
@@ -152,8 +154,7 @@ class ShardedLearnerWorker:
         if cuda:
             model = model.cuda()
         if self.sharding.gradient_checkpointing:
-            fn = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-            fn()
+            enable_activation_checkpointing(model)
             model.config.use_cache = False
         apply_fsdp(model, self.sharding, "cuda" if cuda else "cpu")
         self.learner = Learner(model, self.settings, pad_id=int(model.config.pad_token_id or 0))
@@ -211,17 +212,6 @@ class ShardedLearnerWorker:
 
         if dist.is_initialized():
             dist.destroy_process_group()
-
-
-def _attn(cuda: bool) -> str:
-    if cuda:
-        try:
-            import flash_attn  # noqa: F401
-
-            return "flash_attention_2"
-        except ImportError:
-            pass
-    return "sdpa"
 
 
 _MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",

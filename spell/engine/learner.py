@@ -92,25 +92,15 @@ class Learner:
         impl = str(getattr(getattr(self.model, "config", None), "_attn_implementation", "") or "")
         return impl.startswith("flash")
 
-    def _collate(self, seqs: Sequence[TrainSequence]) -> dict[str, torch.Tensor]:
-        """Left-padded ids, attention mask, position ids and a mask over the next-token targets.
-
-        Left padding puts every response at the right edge, so logits are only needed for the last
-        `longest response + 1` positions.
-        """
-        lengths = [len(s.prompt_ids) + len(s.response_ids) for s in seqs]
-        width = max(lengths)
+    @staticmethod
+    def _targets(seqs: Sequence[TrainSequence]) -> dict[str, torch.Tensor]:
+        """Response masks, old log-probs and advantages, right-aligned to the longest response: the layout
+        the loss sees, whatever layout (padded or packed) the model sees."""
         resp = max(len(s.response_ids) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((len(seqs), width), dtype=torch.long)
         target_mask = torch.zeros((len(seqs), resp), dtype=torch.float32)
         old = torch.zeros((len(seqs), resp), dtype=torch.float32)
         has_old = torch.zeros(len(seqs), dtype=torch.bool)
-        adv = torch.tensor([s.advantage for s in seqs], dtype=torch.float32)
         for row, s in enumerate(seqs):
-            full = s.prompt_ids + s.response_ids
-            ids[row, width - len(full) :] = torch.tensor(full, dtype=torch.long)
-            attn[row, width - len(full) :] = 1
             n = len(s.response_ids)
             if n:
                 target_mask[row, resp - n :] = 1.0
@@ -119,16 +109,31 @@ class Learner:
                     raise ValueError(f"old_logprobs has {len(s.old_logprobs)} values for {n} response tokens")
                 old[row, resp - n :] = torch.tensor(s.old_logprobs, dtype=torch.float32)
                 has_old[row] = True
+        adv = torch.tensor([s.advantage for s in seqs], dtype=torch.float32)
+        return {"target_mask": target_mask, "old": old, "has_old": has_old, "adv": adv, "resp": torch.tensor(resp)}
+
+    def _collate(self, seqs: Sequence[TrainSequence]) -> dict[str, Any]:
+        """Left-padded ids, attention mask, position ids, and the loss targets.
+
+        Left padding puts every response at the right edge, so logits are only needed for the last
+        `longest response + 1` positions.
+        """
+        lengths = [len(s.prompt_ids) + len(s.response_ids) for s in seqs]
+        width = max(lengths)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            full = s.prompt_ids + s.response_ids
+            ids[row, width - len(full) :] = torch.tensor(full, dtype=torch.long)
+            attn[row, width - len(full) :] = 1
         positions = (attn.cumsum(-1) - 1).clamp(min=0)
         return {
             "ids": ids,
             "attn": attn,
             "positions": positions,
-            "target_mask": target_mask,
-            "old": old,
-            "has_old": has_old,
-            "adv": adv,
-            "resp": torch.tensor(resp),
+            "tokens": ids.numel(),
+            "real": sum(lengths),
+            **self._targets(seqs),
         }
 
     def _response_logprobs(self, model: torch.nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -148,13 +153,10 @@ class Learner:
         return sequence_logprobs(out.logits, ids_tail)
 
     def _collate_packed(self, seqs: Sequence[TrainSequence]) -> dict[str, Any]:
-        """The padded layout's targets, masks and advantages, but the model sees one packed row."""
-        b: dict[str, Any] = self._collate(seqs)
+        """The loss targets as in the padded layout, but the model sees one packed row (no padding)."""
         dtype = next(self.model.parameters()).dtype
         row = packed_row([x.prompt_ids for x in seqs], [x.response_ids for x in seqs], self.varlen, dtype)
-        b["packed"] = row
-        b["n_tokens"] = row["tokens"]
-        return b
+        return {"packed": row, "tokens": row["tokens"], "real": row["tokens"], **self._targets(seqs)}
 
     def _packed_logprobs(self, model: torch.nn.Module, b: dict[str, Any]) -> torch.Tensor:
         row, dev = b["packed"], self.device
@@ -170,7 +172,7 @@ class Learner:
         targets = row["targets"].to(dev)
         flat = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
         resp = int(b["resp"])
-        lengths = torch.tensor([int(m.sum()) for m in b["target_mask"]], device=dev)
+        lengths = b["target_mask"].sum(1).long().to(dev)
         owner, col = row["owner"].to(dev), row["col"].to(dev)
         lp = torch.zeros((len(lengths), resp), dtype=flat.dtype, device=dev)
         return lp.index_put((owner, resp - lengths[owner] + col), flat)
@@ -220,8 +222,8 @@ class Learner:
                 padded, real = padded + mb_padded, real + mb_real
                 continue
             b = self._batch([seqs[i] for i in mb])
-            padded += b["n_tokens"] if "packed" in b else b["ids"].numel()
-            real += int(b["attn"].sum())
+            padded += b["tokens"]
+            real += b["real"]
             lp = self._response_logprobs(self.model, b)
             mask = b["target_mask"].to(lp.device)
             old = torch.where(b["has_old"].to(lp.device)[:, None], b["old"].to(lp.device), lp.detach())

@@ -184,7 +184,7 @@ class Policy:
             attn_implementation=attention_implementation(self.device),
         ).to(self.device)
         if self.spec.gradient_checkpointing:
-            _enable_activation_checkpointing(self.model)
+            enable_activation_checkpointing(self.model)
             self.model.config.use_cache = False
         if self.spec.lora_rank > 0:
             self.model = _wrap_lora(self.model, self.spec.lora_rank, self.spec.lora_alpha)
@@ -404,9 +404,7 @@ class Policy:
         """One GRPO step; `iteration` records which self-play iteration these weights now include."""
         start = time.perf_counter()
         gen = self.generator
-        sleeping = self.spec.sleep_between_phases and hasattr(gen, "sleep")
-        if sleeping:
-            gen.sleep()  # generation and training share the GPU: vLLM gives its memory back for the step
+        self.pause_generation()  # generation and training share the GPU: vLLM gives its memory back for the step
         _call_all(self.replicas, "pause_generation")
         try:
             if self.group is not None:
@@ -419,8 +417,7 @@ class Policy:
             else:
                 metrics = self.learner.train_step([TrainSequence.from_dict(s) for s in seqs])
         finally:
-            if sleeping:
-                gen.wake_up()
+            self.resume_generation()
             _call_all(self.replicas, "resume_generation")
         if iteration is not None:
             self.trained_iteration = max(self.trained_iteration, iteration)
@@ -490,7 +487,7 @@ def _wrap_lora(model: Any, rank: int, alpha: float) -> Any:
     )
 
 
-def _enable_activation_checkpointing(model: Any) -> None:
+def enable_activation_checkpointing(model: Any) -> None:
     """transformers 5 renamed gradient checkpointing; support both spellings."""
     fn = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
     fn()
