@@ -5,11 +5,12 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.procs import short_tmp
 
 pytestmark = [pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_prefect_deployment_run_completes(prefect_api, tmp_path):
     runs = tmp_path / "runs"
-    ray_tmp = tempfile.mkdtemp(prefix="spr-", dir="/tmp")
+    ray_tmp = str(short_tmp())
     env = {**os.environ, "SPELL_RAY_TMP": ray_tmp, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
     serve = subprocess.Popen(

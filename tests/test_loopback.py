@@ -4,11 +4,12 @@ import ipaddress
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 import psutil
 import pytest
+
+from tests.procs import short_tmp
 
 pytestmark = [pytest.mark.ray]
 
@@ -25,7 +26,7 @@ def _loopback(addr: str) -> bool:
 
 
 def test_private_ray_binds_loopback_only():
-    tmp = tempfile.mkdtemp(prefix="spr-", dir="/tmp")
+    tmp = str(short_tmp())
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.Popen(
         [sys.executable, "-c", START], env={**env, "SPELL_RAY_TMP": tmp}, stdout=subprocess.PIPE, text=True

@@ -3,15 +3,14 @@ same artifacts as an uninterrupted run: same row counts and ids, no duplicates, 
 
 import os
 import signal
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
+
+from tests.procs import run_spell, short_tmp
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,36 +27,13 @@ ID_COLS = {
 
 
 def _spell(runs: Path, *args: str, kill_at: str | None = None, ray_tmp: Path) -> tuple[int, str]:
-    env = {**os.environ, "SPELL_RAY_TMP": str(ray_tmp)}
-    env.pop("SPELL_FAULT_KILL", None)
+    env = {k: v for k, v in os.environ.items() if k != "SPELL_FAULT_KILL"}
     if kill_at:
         env["SPELL_FAULT_KILL"] = kill_at
-    cmd = [
-        sys.executable,
-        "-m",
-        "spell.cli",
-        "run",
-        "--config",
-        CONFIG,
-        "--run",
-        "killed",
-        "--set",
-        f"run.runs_dir={runs}",
-        *args,
-    ]
-    try:
-        log = ray_tmp.with_suffix(".log")
-        with open(log, "w") as fh:  # a file, not a pipe: orphaned children cannot hold it open
-            rc = subprocess.run(cmd, env=env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, timeout=600).returncode
-        return rc, log.read_text()[-3000:]
-    finally:
-        # a SIGKILLed driver leaves its private Ray instance behind: stop it
-        subprocess.run(["pkill", "-9", "-f", str(ray_tmp)], check=False)
-
-
-def _short_tmp() -> Path:
-    """Ray's unix sockets live under its temp dir and must stay under 107 bytes."""
-    return Path(tempfile.mkdtemp(prefix="spr-", dir="/tmp"))
+    log = ray_tmp.with_suffix(".log")
+    cmd = ["run", "--config", CONFIG, "--run", "killed", "--set", f"run.runs_dir={runs}", *args]
+    rc = run_spell(cmd, log, ray_tmp, env)
+    return rc, log.read_text()[-3000:]
 
 
 def _snapshot(run_dir: Path) -> dict[str, list[str]]:
@@ -112,14 +88,14 @@ def _assert_same(ref_runs: Path, runs: Path) -> None:
 def test_killed_at_every_stage_resumes_to_identical_artifacts(prefect_api, ray_local, tmp_path):
     ref_runs = _reference(tmp_path)
     runs = tmp_path / "runs"
-    rc, out = _spell(runs, "--iterations", "2", kill_at=KILL_CHAIN[0], ray_tmp=_short_tmp())
+    rc, out = _spell(runs, "--iterations", "2", kill_at=KILL_CHAIN[0], ray_tmp=short_tmp())
     assert rc == -signal.SIGKILL, out
     for point in KILL_CHAIN[1:]:
-        rc, out = _spell(runs, "--iterations", "2", "--resume", kill_at=point, ray_tmp=_short_tmp())
+        rc, out = _spell(runs, "--iterations", "2", "--resume", kill_at=point, ray_tmp=short_tmp())
         assert rc == -signal.SIGKILL, f"{point} was never reached: {out}"
-    rc, out = _spell(runs, "--iterations", "2", "--resume", ray_tmp=_short_tmp())
+    rc, out = _spell(runs, "--iterations", "2", "--resume", ray_tmp=short_tmp())
     assert rc == 0, out
-    rc, out = _spell(runs, "--iterations", "1", ray_tmp=_short_tmp())
+    rc, out = _spell(runs, "--iterations", "1", ray_tmp=short_tmp())
     assert rc == 2, out  # refusing to start over an existing run without --resume
     _assert_same(ref_runs, runs)
 

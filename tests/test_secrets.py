@@ -5,9 +5,6 @@ server echoes it back in its errors."""
 import contextlib
 import json
 import os
-import subprocess
-import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +14,7 @@ from typing import ClassVar
 import pyarrow.parquet as pq
 import pytest
 
+from tests.procs import run_spell, short_tmp
 from tests.test_eval_e2e import write_fixtures
 from tests.test_eval_judge import FakeJudge
 
@@ -57,16 +55,6 @@ def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         srv.shutdown()
 
 
-def _spell(args: list[str], env: dict, log: Path, ray_tmp: str) -> int:
-    env = {**env, "SPELL_RAY_TMP": ray_tmp, "PYTHONUNBUFFERED": "1"}
-    with open(log, "w") as fh:
-        try:
-            cmd = [sys.executable, "-m", "spell.cli", *args]
-            return subprocess.run(cmd, env=env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, timeout=600).returncode
-        finally:
-            subprocess.run(["pkill", "-9", "-f", ray_tmp], check=False)
-
-
 def _leaks(root: Path, secrets: tuple[str, ...]) -> list[str]:
     """Files under `root` holding a secret: raw bytes for every file, decoded cells for Parquet (compressed)."""
     found = []
@@ -87,14 +75,14 @@ def test_planted_api_key_appears_in_no_output(prefect_api, tiny_model_dir, tmp_p
     write_fixtures(tmp_path / "data")
     key_file = tmp_path / "judge.key"
     key_file.write_text(FILE_KEY + "\n")
-    ray_tmps = [tempfile.mkdtemp(prefix="spr-", dir="/tmp") for _ in range(3)]
+    ray_tmps = [short_tmp() for _ in range(2)]
     env = {**os.environ, "SPELL_JUDGE_API_KEY": ENV_KEY}
     with serve(EchoingJudge) as url:
         common = [f"run.runs_dir={runs}", "eval.judge=openai", f"eval.judge_base_url={url}", "eval.judge_retries=1"]
-        rc = _spell(
+        rc = run_spell(
             ["run", "--config", "configs/cpu-smoke.yaml", "--run", "train", "--iterations", "1",
              *[a for s in common for a in ("--set", s)]],
-            env, logs / "run.log", ray_tmps[0],
+            logs / "run.log", ray_tmps[0], env,
         )  # fmt: skip
         assert rc == 0, (logs / "run.log").read_text()[-3000:]
         evals = [
@@ -110,7 +98,7 @@ def test_planted_api_key_appears_in_no_output(prefect_api, tiny_model_dir, tmp_p
             args += [a for s in [*common, f"eval.data_dir={tmp_path / 'data'}", "eval.n_samples=2",
                                  "eval.max_new_tokens=8", "eval.max_input_tokens=256", "rollout.prefill=true",
                                  "eval.judge_all=true"] for a in ("--set", s)]  # fmt: skip
-            rc = _spell(args + extra, e, logs / f"{name}.log", ray_tmps[1])
+            rc = run_spell(args + extra, logs / f"{name}.log", ray_tmps[1], e)
             assert rc == 0, (logs / f"{name}.log").read_text()[-3000:]
     # the keys did reach the judge (else this test proves nothing) ...
     assert f"Bearer {ENV_KEY}" in EchoingJudge.seen and f"Bearer {FILE_KEY}" in EchoingJudge.seen
@@ -123,7 +111,7 @@ def test_planted_api_key_appears_in_no_output(prefect_api, tiny_model_dir, tmp_p
     assert errors, "the echoing server's errors were not recorded"
     # ... and nowhere else
     secrets = (ENV_KEY, FILE_KEY)
-    places = [runs, logs, *map(Path, ray_tmps)]
+    places = [runs, logs, *ray_tmps]
     if os.environ.get("PREFECT_HOME"):
         places.append(Path(os.environ["PREFECT_HOME"]))  # the Prefect server's database and logs
     leaks = [leak for p in places for leak in _leaks(p, secrets)]

@@ -13,8 +13,9 @@ import pytest
 from spell.corpus import synthetic_rows
 from storage.layout import Manifest, RunLayout
 from storage.views import open_history
+from tests.procs import short_tmp
 from tests.test_bad_input import _write, bad_rows
-from tests.test_resume import CONFIG, _short_tmp, _snapshot, _spell
+from tests.test_resume import CONFIG, _snapshot, _spell
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.soak]
 ITERATIONS = 20
@@ -45,7 +46,7 @@ def test_soak_twenty_iterations_with_random_faults(prefect_api, ray_local, tmp_p
     for attempt, fault in enumerate([*faults, None]):
         left = ITERATIONS - len(layout.completed_iterations())
         resume = ["--resume"] if attempt else []
-        rc, out = _spell(runs, "--iterations", str(left), *resume, *sets, kill_at=fault, ray_tmp=_short_tmp())
+        rc, out = _spell(runs, "--iterations", str(left), *resume, *sets, kill_at=fault, ray_tmp=short_tmp())
         outcomes.append((fault, rc))
         assert rc == (-signal.SIGKILL if fault else 0), (fault, out)
     assert layout.completed_iterations() == list(range(1, ITERATIONS + 1)), outcomes
