@@ -25,12 +25,19 @@ def evaluate(model_path: str, cfg, items_by_bench: dict, judge_kind: str) -> dic
     from spell.engine.policy import Policy, PolicySpec
     from spell.eval.runner import run_benchmark
 
-    policy = Policy(PolicySpec.from_config(cfg, model_path=model_path))
+    policy = Policy(PolicySpec.from_config(cfg, model_path=model_path, train=False))
     judge = make_judge(cfg, policy, Path(tempfile.mkdtemp()) / "judge.jsonl") if judge_kind != "none" else None
     out = {}
     for bench, items in items_by_bench.items():
         res = run_benchmark(
-            bench, items, cfg.eval, policy.render, policy.rollout, judge, seed=cfg.run.seed, prefill=cfg.rollout.prefill
+            bench,
+            items,
+            cfg.eval,
+            policy.render,
+            policy.rollout,
+            judge,
+            seed=cfg.run.seed,
+            prefill=cfg.rollout.prefills("responder"),
         )
         out[bench] = {q["item_id"]: q["mean_score"] for q in res.questions}
         if judge is not None:  # the rule alone, besides max(rule, judge)
@@ -58,7 +65,7 @@ def main() -> None:
 
     from flows.iteration import spell_iteration
     from spell.config import load_config
-    from spell.engine.policy import resolve_model_path
+    from spell.engine.loading import resolve_model_path
     from spell.eval.benchmarks import EvalItem
     from spell.qa import load_labelled_qa
 

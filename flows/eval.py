@@ -29,7 +29,7 @@ def _policy(cfg: SpellConfig, model: str) -> Any:
     from spell.engine.policy import Policy, PolicySpec
 
     if model not in _POLICIES:
-        _POLICIES[model] = Policy(PolicySpec.from_config(cfg, model_path=model))
+        _POLICIES[model] = Policy(PolicySpec.from_config(cfg, model_path=model, train=False))
     return _POLICIES[model]
 
 
@@ -53,7 +53,14 @@ def eval_benchmark(cfg: SpellConfig, model: str, benchmark: str, out_dir: Path, 
     judge = make_judge(cfg, policy, out_dir / "judge_cache.jsonl")
     items = load_benchmark(benchmark, cfg.eval.data_dir, cfg.eval.limit or None)
     res: BenchmarkResult = run_benchmark(
-        benchmark, items, cfg.eval, policy.render, policy.rollout, judge, seed=cfg.run.seed, prefill=cfg.rollout.prefill
+        benchmark,
+        items,
+        cfg.eval,
+        policy.render,
+        policy.rollout,
+        judge,
+        seed=cfg.run.seed,
+        prefill=cfg.rollout.prefills("responder"),
     )
     for kind, rows in (("eval_samples", res.samples), ("eval_questions", res.questions), ("eval_tasks", [res.summary])):
         blank = {f"pass@{k}": None for k in (1, 2, 4, 8)}  # k > n_samples stays empty

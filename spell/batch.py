@@ -2,7 +2,9 @@
 
 Responder: drop zero-variance groups (dynamic sampling), keep the first `train_batch_size` groups.
 Questioner: the good samples behind the kept groups plus, per task, `negatives_ratio` failed samples
-per good one. Verifier: a fixed number of eligible groups, or none when too few are eligible.
+per good one (a task short of negatives is not made up from other tasks). Verifier: eligible groups in
+proportion to the responder groups actually kept (`verifier_share` per group), or none when too few
+are eligible (spec Part A rows 'questioner negatives', 'verifier samples per step').
 Advantages are attached here, so the learner downstream stays role-blind.
 """
 
@@ -80,6 +82,11 @@ def has_enough_groups(groups: Sequence[ResponderGroup], train_batch_size: int, d
     return len(usable_groups(groups, dynamic)) >= train_batch_size
 
 
+def verifier_groups_for(responder_groups: int, share: float) -> int:
+    """Verifier groups in a step: e.g. 128 groups x 8 answers x 0.125 / 8 votes = 16 (share 0.125 per group)."""
+    return int(responder_groups * share + 1e-9)
+
+
 def select_training_batch(
     questioners: Sequence[QuestionerSample],
     responder_groups: Sequence[ResponderGroup],
@@ -87,7 +94,7 @@ def select_training_batch(
     *,
     train_batch_size: int,
     negatives_ratio: float = 1.0,
-    verifier_groups_per_step: int = 16,
+    verifier_share: float = 0.125,
     questioner_normalize: str = "task",
     rng: random.Random,
     dynamic: bool = True,
@@ -107,14 +114,10 @@ def select_training_batch(
     if train_questioner:
         kept_ids = {g.question_id for g in kept}
         chosen = [q for q in questioners if q.case == GOOD and q.sample_id in kept_ids]
-        carry = 0
         for task in TASKS:
             good_t = sum(1 for q in chosen if q.task == task)
             pool = [q for q in questioners if q.task == task and q.case in NEGATIVE_CASES and q.reward is not None]
-            need = round(negatives_ratio * good_t) + carry
-            take = min(need, len(pool))
-            chosen += rng.sample(pool, take)
-            carry = need - take
+            chosen += rng.sample(pool, min(round(negatives_ratio * good_t), len(pool)))
         rewards = np.array([q.reward for q in chosen], dtype=np.float64)
         advs = questioner_advantages(rewards, [q.task for q in chosen], questioner_normalize)
         batch.rows += [
@@ -129,10 +132,11 @@ def select_training_batch(
             for q, r, a in zip(chosen, rewards, advs, strict=True)
         ]
 
-    if train_verifier and verifier_groups_per_step > 0:
+    n_verifier = verifier_groups_for(len(kept), verifier_share)
+    if train_verifier and n_verifier > 0:
         eligible = [v for v in verifier_groups if v.eligible]
-        if len(eligible) >= verifier_groups_per_step:
-            for v in rng.sample(eligible, verifier_groups_per_step):
+        if len(eligible) >= n_verifier:
+            for v in rng.sample(eligible, n_verifier):
                 adv = group_zscore(v.rewards)
                 batch.rows += [
                     BatchRow(sid, "verifier", v.task, v.response_id, float(r), float(a))

@@ -14,22 +14,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
-TaskName = Literal["doc_general_qa", "doc_mc", "docmath_qa"]
-TASKS: tuple[str, ...] = ("doc_general_qa", "doc_mc", "docmath_qa")
+from spell.config_base import TASKS, ConfigError, TaskName, _field, _Section
+from spell.config_engine import EngineConfig, EvalConfig, ModelConfig, TrackingConfig
 
-
-class ConfigError(ValueError):
-    """A config file or override that cannot be used; the message names the key and the reason."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
-
-
-def _field(default: Any, help: str, **kw: Any) -> Any:
-    return Field(default, description=help, **kw)
+__all__ = ["TASKS", "ConfigError", "EvalConfig", "SpellConfig", "TaskName", "dump_config", "load_config"]
 
 
 class RunConfig(_Section):
@@ -147,7 +137,11 @@ class VerifierConfig(_Section):
         0.99, "Upper agreement bound for a trainable verifier group (spec §3.4).", ge=0, le=1
     )
     update_ratio: float = _field(
-        0.125, "Verifier groups per step = train_batch_size * G * ratio / votes (spec §1.6).", ge=0, le=1
+        0.125,
+        "Verifier groups per step = collected responder groups * G * ratio / votes: 128*8*0.125/8 = 16 at a "
+        "full batch (spec §1.6; Part A 'verifier samples per step').",
+        ge=0,
+        le=1,
     )
     update: bool = _field(True, "Train on verifier samples (ablation 'w/o verifier update').")
 
@@ -178,14 +172,20 @@ class RolloutConfig(_Section):
     top_p: float = _field(0.95, "Nucleus sampling (App. E.3).", gt=0, le=1)
     top_k: int = _field(-1, "Top-k sampling; -1 disables it (App. E.3).", ge=-1)
     max_new_tokens: int = _field(4096, "Longest generation per sample (App. E.3: 4K for instruct models).", ge=1)
-    prefill: bool = _field(
+    prefill: bool | list[Literal["questioner", "responder", "verifier"]] = _field(
         False,
         "Start each reply with its required format (the questioner's json fence, the responder's answer "
-        "phrase, the verifier's decision). For small demo models; the paper lets the model reason first.",
+        "phrase, the verifier's decision): true for every role, or a list of roles. For small demo models; "
+        "the paper lets the model reason first.",
     )
     role_max_new_tokens: dict[str, int] = _field(
         {}, "Per-role caps overriding max_new_tokens (questioner, grounding, responder, verifier); demo presets."
     )
+
+    def prefills(self, role: str) -> bool:
+        """Whether replies of `role` start with their format (the grounding check is a responder reply)."""
+        role = "responder" if role == "grounding" else role
+        return self.prefill if isinstance(self.prefill, bool) else role in self.prefill
 
     @model_validator(mode="after")
     def _check_roles(self) -> RolloutConfig:
@@ -209,126 +209,6 @@ class OptimConfig(_Section):
         if not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must lie in [0, 1), got {self.betas}")
         return self
-
-
-class ModelConfig(_Section):
-    path: str = _field("", "Hugging Face model directory (safetensors) for the policy.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _field(
-        "auto", "'auto': bf16 on GPU, fp32 on CPU (engines issue)."
-    )
-    gradient_checkpointing: bool = _field(False, "Recompute activations in the backward pass to save memory.")
-    trust_remote_code: bool = _field(False, "Allow model code from the model directory; off for safety.")
-    lora_rank: int = _field(0, "LoRA rank through peft; 0 trains all weights.", ge=0)
-    lora_alpha: float = _field(32.0, "LoRA alpha.", gt=0)
-
-
-class EngineConfig(_Section):
-    backend: Literal["transformers", "vllm", "scripted"] = _field(
-        "transformers",
-        "Rollout engine: `transformers` (CPU default, also GPU), `vllm` (GPU), or `scripted` "
-        "(rule-played roles for pipeline tests; the model is still trained).",
-    )
-    generation_token_budget: int = _field(
-        16384, "Prompt+completion tokens per generation batch (transformers backend).", ge=1
-    )
-    train_token_budget: int = _field(8192, "Tokens per learner micro-batch (padding included).", ge=1)
-    ray_address: str = _field(
-        "local", "'local' starts a private Ray; 'auto' or 'host:port' or 'ray://...' joins a cluster."
-    )
-    actor_restarts: int = _field(
-        2, "Times a stage is retried after the policy actor died (rebuilt from the latest checkpoint).", ge=0
-    )
-    packing: bool = _field(
-        False,
-        "Pack training sequences into rows without padding (variable-length attention: flash-attn when "
-        "installed, a block-diagonal SDPA mask otherwise). For long contexts (paper: 16K prompts).",
-    )
-    learner_ranks: int = _field(
-        1,
-        "Learner ranks. 1: the policy actor trains. >1: FSDP2 shards the model over this many Ray actors "
-        "(one GPU each; gloo CPU processes when engine.gpus_per_rank=0).",
-        ge=1,
-    )
-    gpus_per_rank: float = _field(1.0, "GPUs per learner rank: 1 on GPU clusters, 0 for CPU ranks.", ge=0)
-    cpus_per_rank: float = _field(1.0, "CPUs reserved per learner rank.", gt=0)
-    placement: Literal["PACK", "STRICT_PACK", "SPREAD", "STRICT_SPREAD"] = _field(
-        "PACK", "How learner ranks are placed over nodes (a Ray placement group strategy)."
-    )
-    mixed_precision: Literal["bf16", "fp16", "fp32"] = _field(
-        "bf16", "Parameter dtype in a sharded learner's forward and backward; gradients reduce in fp32."
-    )
-    cpu_offload: bool = _field(False, "Sharded learner: keep parameters and optimizer state on the CPU between uses.")
-    sequence_parallel: int = _field(
-        1,
-        "Ulysses sequence parallelism: this many learner ranks share each sequence (attention heads split "
-        "across them). For 16K-100K-token sequences; must divide engine.learner_ranks.",
-        ge=1,
-    )
-    tensor_parallel: int = _field(1, "vLLM tensor-parallel size (GPUs per rollout engine).", ge=1)
-    rollout_replicas: int = _field(
-        1,
-        "Rollout engines: the policy actor plus replicas-1 generation-only actors, each prompt batch split "
-        "between them and new weights sent to all after each step. With a sharded learner on GPUs the "
-        "replicas share the learner ranks' GPUs (half a GPU each, vLLM sleeping during the step).",
-        ge=1,
-    )
-    gpu_memory_utilization: float = _field(
-        0.5, "Share of each GPU vLLM may take (weights + KV cache); the rest is the learner's.", gt=0, le=1
-    )
-    sleep_between_phases: bool = _field(
-        True,
-        "vLLM sleep mode: free the KV cache (and weights, reloaded anyway) during each GRPO step so that "
-        "generation and training share the GPU memory.",
-    )
-
-    @model_validator(mode="after")
-    def _check_scale(self) -> EngineConfig:
-        if 0 < self.gpus_per_rank < 1:
-            raise ValueError(
-                "gpus_per_rank must be 0 (CPU ranks) or a whole number of GPUs: Ray could place two fractional "
-                "ranks on one GPU"
-            )
-        if self.tensor_parallel > 1 and self.backend != "vllm":
-            raise ValueError("tensor_parallel > 1 needs backend: vllm")
-        if self.sequence_parallel > 1:
-            if self.learner_ranks % self.sequence_parallel:
-                raise ValueError(
-                    f"sequence_parallel={self.sequence_parallel} must divide learner_ranks={self.learner_ranks}"
-                )
-            if self.packing:
-                raise ValueError("packing and sequence_parallel > 1 exclude each other: pick one")
-        return self
-
-
-class TrackingConfig(_Section):
-    mlflow: bool = _field(True, "Log the run to MLflow (one MLflow run per spell run).")
-    mlflow_uri: str = _field("", "MLflow tracking URI; empty = sqlite:///<runs_dir>/mlflow.db (no server needed).")
-
-
-class EvalConfig(_Section):
-    data_dir: str = _field("data/eval", "Folder holding the benchmark files (see spell/eval/benchmarks.py).")
-    benchmarks: list[str] = _field(
-        ["docmath", "frames", "hotpotqa", "2wikimqa", "musique", "longbench-v2"],
-        "Benchmarks to run (paper §4.2: DocMath, Frames, LongBench QA, LongBench-v2).",
-    )
-    limit: int = _field(0, "Questions per benchmark (0 = all).", ge=0)
-    n_samples: int = _field(8, "Samples per question, distinct seeds (paper App. E.4: 8).", ge=1)
-    temperature: float = _field(0.7, "Sampling temperature for evaluation (App. E.4).", ge=0)
-    top_p: float = _field(0.95, "Nucleus sampling for evaluation (App. E.4).", gt=0, le=1)
-    max_input_tokens: int = _field(16384, "Middle truncation keeps the first and last halves (LongBench).", ge=2)
-    max_new_tokens: int = _field(4096, "Longest answer (4K for instruct models, 20K for reasoning models).", ge=1)
-    judge: Literal["none", "openai", "self"] = _field(
-        "none", "LLM judge: an OpenAI-compatible endpoint, the evaluated model itself, or none (rule only)."
-    )
-    judge_base_url: str = _field("", "Base URL of the OpenAI-compatible judge (e.g. a vLLM server).")
-    judge_model: str = _field("gpt-oss-120b", "Judge model name (the paper used gpt-oss-120b).")
-    judge_api_key_env: str = _field("SPELL_JUDGE_API_KEY", "Environment variable holding the judge API key.")
-    judge_api_key_file: str = _field("", "File holding the judge API key (used when the variable is unset).")
-    judge_concurrency: int = _field(16, "Judge requests in flight at once.", ge=1)
-    judge_timeout: float = _field(60.0, "Seconds per judge request.", gt=0)
-    judge_retries: int = _field(4, "Retries of a failed judge request (backoff doubles each time).", ge=0)
-    judge_all: bool = _field(False, "Also judge samples the rule already scores correct (official: off).")
-    pass_k: list[int] = _field([1, 2, 4, 8], "k values of the unbiased pass@k (paper Eq. 11).")
 
 
 class SpellConfig(_Section):
@@ -371,6 +251,11 @@ class SpellConfig(_Section):
                 f"engine.rollout_replicas={self.engine.rollout_replicas}: at most learner_ranks + 1 "
                 f"({self.engine.learner_ranks + 1}); each replica shares one learner rank's GPU"
             )
+        if self.engine.learner_ranks > 1 and self.optim.kl_coef > 0:
+            raise ValueError(
+                "optim.kl_coef > 0 with engine.learner_ranks > 1: the sharded learner has no reference model; "
+                "use one learner rank for a KL term, or kl_coef 0 (the paper's beta = 0)"
+            )
         if self.engine.learner_ranks > 1 and self.model.lora_rank > 0:
             raise ValueError(
                 "model.lora_rank > 0 with engine.learner_ranks > 1: LoRA trains few weights, one rank holds "
@@ -379,10 +264,15 @@ class SpellConfig(_Section):
         return self
 
     @property
+    def verifier_share(self) -> float:
+        """Verifier groups per collected responder group: G * update_ratio / votes (spec Part A)."""
+        return self.responder.group_size * self.verifier.update_ratio / self.verifier.votes
+
+    @property
     def verifier_groups_per_step(self) -> int:
-        """train_batch_size * G * update_ratio / votes, e.g. 128*8*0.125/8 = 16 (spec §1.6)."""
-        s, r, v = self.sampling, self.responder, self.verifier
-        return int(s.train_batch_size * r.group_size * v.update_ratio / v.votes)
+        """At a full batch: train_batch_size * G * update_ratio / votes, e.g. 128*8*0.125/8 = 16 (spec §1.6);
+        fewer when fewer responder groups were collected."""
+        return int(self.sampling.train_batch_size * self.verifier_share + 1e-9)
 
 
 # ---------------------------------------------------------------------------------------------------

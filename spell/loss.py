@@ -94,9 +94,18 @@ def policy_loss(
     return loss, stats
 
 
-def sequence_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log p(target) under the *sampling* distribution softmax(logits / T) (spec Part A 'loss'; verl and TRL
+    divide by the rollout temperature too): the ratio and the KL compare the policy that drew the samples.
+
+    Shapes: logits [..., V], targets [...]. gather - logsumexp avoids a second [..., V] tensor of log-probs.
+    """
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def sequence_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Per-token log-prob of each next token: out[:, t] = log p(input_ids[:, t+1] | prefix), shape [B, T-1]."""
-    logits = logits[:, :-1, :].float()
-    targets = input_ids[:, 1:].unsqueeze(-1)
-    # gather - logsumexp avoids materialising a second [B, T, V] tensor of log-probs.
-    return logits.gather(-1, targets).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    return token_logprobs(logits[:, :-1, :], input_ids[:, 1:], temperature)

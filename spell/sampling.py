@@ -68,10 +68,17 @@ class TaskSampler:
             self.drawn[task] += 1
         return ids
 
-    def draw(self, n: int) -> list[tuple[str, str]]:
-        """(task, row id) pairs for one generation round, tasks in a fixed order."""
+    def draw(self, n: int, rng: random.Random | None = None) -> list[tuple[str, str]]:
+        """(task, row id) pairs for one generation round, shuffled by `rng` (spec Part A 'tasks').
+
+        The shuffle matters: the batch keeps the first usable groups in id order, so prompts grouped by
+        task in a fixed order would starve the last task whenever a round yields more than enough groups.
+        """
         counts = task_counts(n, self.weights)
-        return [(t, rid) for t, k in counts.items() for rid in self.draw_task(t, k)]
+        pairs = [(t, rid) for t, k in counts.items() for rid in self.draw_task(t, k)]
+        if rng is not None:
+            rng.shuffle(pairs)
+        return pairs
 
     def state(self) -> dict[str, int]:
         return dict(self.drawn)

@@ -54,8 +54,9 @@ def sample_prompts(
 ) -> list[Row]:
     """Questioner prompts for one generation round: stratified tasks, document subsets, history."""
     rng = random.Random(stage_seed(cfg.run.seed, iteration, rnd, "sample"))
+    order = random.Random(stage_seed(cfg.run.seed, iteration, rnd, "shuffle"))
     rows = []
-    for j, (task, cid) in enumerate(sampler.draw(cfg.sampling.questions_per_round)):
+    for j, (task, cid) in enumerate(sampler.draw(cfg.sampling.questions_per_round, order)):
         docs = corpus.clusters[cid].documents
         mem = memory if cfg.history.enabled else HistoryMemory()
         ctx = mem.context(task, cid, len(docs), cfg.data.docs_per_visit, rng)
@@ -84,8 +85,9 @@ def static_prompts(
     corpus: Corpus, sampler: TaskSampler, cfg: SpellConfig, run: str, iteration: int, rnd: int
 ) -> list[Row]:
     """run.mode=rlvr: labelled questions stand in for the questioner (the paper's RLVR baseline)."""
+    order = random.Random(stage_seed(cfg.run.seed, iteration, rnd, "shuffle"))
     rows = []
-    for j, (task, qid) in enumerate(sampler.draw(cfg.sampling.questions_per_round)):
+    for j, (task, qid) in enumerate(sampler.draw(cfg.sampling.questions_per_round, order)):
         item = corpus.qa[qid]
         rows.append(
             {
@@ -437,7 +439,7 @@ def batch_rows(
         vgroups,
         train_batch_size=cfg.sampling.train_batch_size,
         negatives_ratio=cfg.questioner.negatives_ratio,
-        verifier_groups_per_step=cfg.verifier_groups_per_step,
+        verifier_share=cfg.verifier_share,
         questioner_normalize=cfg.questioner.normalize,
         rng=random.Random(stage_seed(cfg.run.seed, iteration, 0, "batch")),
         dynamic=cfg.sampling.dynamic,

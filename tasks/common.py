@@ -177,6 +177,7 @@ def rollout(
     prefills: list[str] | None = None,
     desc: str = "generate",
     chunk: int = 16,
+    role: str | None = None,
 ) -> list[dict[str, Any]]:
     """The actor's `rollout` in chunks of prompts, with a progress bar; chunk j samples with seed + j."""
     from tqdm.auto import tqdm
@@ -186,7 +187,7 @@ def rollout(
         for j, i in enumerate(range(0, len(prompts), chunk)):
             part = {**params, "seed": None if params.get("seed") is None else params["seed"] + j}
             pf = prefills[i : i + chunk] if prefills else None
-            out += call(handle, "rollout", prompts[i : i + chunk], part, max_prompt_tokens, pf)
+            out += call(handle, "rollout", prompts[i : i + chunk], part, max_prompt_tokens, pf, role)
             bar.update(len(prompts[i : i + chunk]))
     return out
 
@@ -215,8 +216,8 @@ def sampling(ctx: StageContext, n: int, stage: str, rnd: int) -> dict[str, Any]:
 
 
 def prefills(ctx: StageContext, role: str, tasks: list[str]) -> list[str] | None:
-    """Reply prefills per prompt when `rollout.prefill` is on (small demo models), else None."""
-    if not ctx.cfg.rollout.prefill:
+    """Reply prefills per prompt when `rollout.prefill` covers `role` (small demo models), else None."""
+    if not ctx.cfg.rollout.prefills(role):
         return None
     from spell.roles import prompts as P
 

@@ -31,6 +31,7 @@ def question(ctx: StageContext, rnd: int, corpus: Corpus | None = None) -> dict[
             None,
             prefills(ctx, "questioner", [p["task"] for p in prompts]),
             desc=f"question i{ctx.iteration} r{rnd}",
+            role="questioner",
         )
         rows = question_rows(prompts, rollouts, ctx.cfg, lambda s: call(actor, "count_tokens", [s])[0])
         write_rows(out, "questions", rows)

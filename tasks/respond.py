@@ -30,8 +30,9 @@ def respond(ctx: StageContext, rnd: int, corpus: Corpus) -> dict[str, Any]:
                     [p for _, p in reqs],
                     sampling(ctx, cfg.grounding.samples, "grounding", rnd),
                     None,
-                    prefills(ctx, "responder", [q["task"] for q, _ in reqs]),
+                    prefills(ctx, "grounding", [q["task"] for q, _ in reqs]),
                     desc=f"grounding i{ctx.iteration} r{rnd}",
+                    role="grounding",
                 )
                 grounding = grounding_rows(reqs, ro)
         grounded = grounded_questions(grounding)
@@ -46,6 +47,7 @@ def respond(ctx: StageContext, rnd: int, corpus: Corpus) -> dict[str, Any]:
                 cfg.responder.max_prompt_tokens,
                 prefills(ctx, "responder", [q["task"] for q, _ in reqs]),
                 desc=f"respond i{ctx.iteration} r{rnd}",
+                role="responder",
             )
             too_long = sum(1 for x in ro if x["completions"][0]["finish_reason"] == "prompt_too_long")
             kept = [

@@ -28,6 +28,7 @@ def verify(ctx: StageContext, rnd: int) -> dict[str, Any]:
                     None,
                     prefills(ctx, "verifier", [r["task"] for r, _ in reqs]),
                     desc=f"verify i{ctx.iteration} r{rnd}",
+                    role="verifier",
                 )
                 rows = verdict_rows(reqs, ro)
         write_rows(out, "verdicts", rows)

@@ -41,12 +41,12 @@ def _pool():
 def test_zero_variance_groups_dropped_and_batch_size_respected():
     qs, groups, vgs = _pool()
     assert has_enough_groups(groups, 9) and not has_enough_groups(groups, 10)
-    b = select_training_batch(qs, groups, vgs, train_batch_size=5, verifier_groups_per_step=2, rng=random.Random(0))
+    b = select_training_batch(qs, groups, vgs, train_batch_size=5, verifier_share=0.4, rng=random.Random(0))
     kept = {r.group_id for r in b.by_role("responder")}
     assert kept == {"q1", "q2", "q3", "q5", "q6"}  # first 5 non-zero-variance groups, collection order
     assert b.counts["responder"] == 20 and b.counts["responder_groups"] == 5
     without = select_training_batch(
-        qs, groups, vgs, train_batch_size=5, rng=random.Random(0), dynamic=False, verifier_groups_per_step=0
+        qs, groups, vgs, train_batch_size=5, rng=random.Random(0), dynamic=False, verifier_share=0
     )
     assert "q0" in {r.group_id for r in without.by_role("responder")}
 
@@ -54,7 +54,7 @@ def test_zero_variance_groups_dropped_and_batch_size_respected():
 def test_questioner_good_plus_negatives_per_task():
     qs, groups, vgs = _pool()
     b = select_training_batch(
-        qs, groups, vgs, train_batch_size=9, negatives_ratio=1.0, verifier_groups_per_step=0, rng=random.Random(0)
+        qs, groups, vgs, train_batch_size=9, negatives_ratio=1.0, verifier_share=0, rng=random.Random(0)
     )
     q = b.by_role("questioner")
     good = [r for r in q if r.reward > 0]
@@ -69,7 +69,7 @@ def test_questioner_good_plus_negatives_per_task():
         adv = np.array([r.advantage for r in q if r.task == task])
         assert abs(adv.mean()) < 1e-6
     none = select_training_batch(
-        qs, groups, vgs, train_batch_size=9, negatives_ratio=0.0, verifier_groups_per_step=0, rng=random.Random(0)
+        qs, groups, vgs, train_batch_size=9, negatives_ratio=0.0, verifier_share=0, rng=random.Random(0)
     )
     assert all(r.reward > 0 for r in none.by_role("questioner"))
 
@@ -77,29 +77,39 @@ def test_questioner_good_plus_negatives_per_task():
 def test_verifier_groups_drawn_only_when_enough_eligible():
     qs, groups, vgs = _pool()
     n_eligible = sum(v.eligible for v in vgs)
-    b = select_training_batch(qs, groups, vgs, train_batch_size=4, verifier_groups_per_step=3, rng=random.Random(1))
+    b = select_training_batch(qs, groups, vgs, train_batch_size=4, verifier_share=0.75, rng=random.Random(1))
     ver = b.by_role("verifier")
     assert len(ver) == 12 and len({r.group_id for r in ver}) == 3
     assert all(next(v for v in vgs if v.response_id == r.group_id).eligible for r in ver)
     too_many = select_training_batch(
-        qs, groups, vgs, train_batch_size=4, verifier_groups_per_step=n_eligible + 1, rng=random.Random(1)
+        qs, groups, vgs, train_batch_size=4, verifier_share=(n_eligible + 1) / 4, rng=random.Random(1)
     )
     assert too_many.by_role("verifier") == []
 
 
 def test_responder_advantages_are_group_zscores():
     qs, groups, vgs = _pool()
-    b = select_training_batch(qs, groups, vgs, train_batch_size=3, verifier_groups_per_step=0, rng=random.Random(0))
+    b = select_training_batch(qs, groups, vgs, train_batch_size=3, verifier_share=0, rng=random.Random(0))
     for gid in {r.group_id for r in b.by_role("responder")}:
         adv = [r.advantage for r in b.by_role("responder") if r.group_id == gid]
         assert abs(sum(adv)) < 1e-9 and np.std(adv, ddof=1) > 0.99
 
 
-def test_negative_shortfall_carries_to_next_task():
-    """Spec Part B §1.6: a task's shortfall of negatives is taken from the next task."""
+def test_negative_shortfall_is_not_made_up_from_other_tasks():
+    """Part A 'questioner negatives': per task, no carry-over (the official code carries shortfalls)."""
     qs = [QuestionerSample("g1", "doc_general_qa", "good", 1.0), QuestionerSample("g2", "doc_general_qa", "good", 1.0)]
     qs += [QuestionerSample(f"n{i}", "doc_mc", "bad_format", -1.0) for i in range(5)]
+    qs += [QuestionerSample("ng", "doc_general_qa", "ungrounded", -0.5)]
     groups = [ResponderGroup(q.sample_id, q.task, ("a", "b"), (1.0, 0.0)) for q in qs[:2]]
-    b = select_training_batch(qs, groups, [], train_batch_size=2, verifier_groups_per_step=0, rng=random.Random(0))
-    neg = [r for r in b.by_role("questioner") if r.reward < 0]
-    assert len(neg) == 2 and all(r.task == "doc_mc" for r in neg)
+    b = select_training_batch(qs, groups, [], train_batch_size=2, verifier_share=0, rng=random.Random(0))
+    neg = [r.sample_id for r in b.by_role("questioner") if r.reward < 0]
+    assert neg == ["ng"]  # general QA had 2 good but 1 negative; doc_mc had no good, so none of its negatives
+
+
+def test_verifier_groups_follow_the_responder_groups_collected():
+    """Part A 'verifier samples per step': in proportion to the groups actually kept, not the target size."""
+    qs, groups, vgs = _pool()
+    full = select_training_batch(qs, groups, vgs, train_batch_size=8, verifier_share=0.5, rng=random.Random(0))
+    assert full.counts["responder_groups"] == 8 and len({r.group_id for r in full.by_role("verifier")}) == 4
+    short = select_training_batch(qs, groups[:4], vgs, train_batch_size=8, verifier_share=0.5, rng=random.Random(0))
+    assert short.counts["responder_groups"] == 3 and len({r.group_id for r in short.by_role("verifier")}) == 1

@@ -102,3 +102,37 @@ def test_n_samples_of_one_prompt_differ(gen):
     """Part A 'eval sampling': n samples per question with distinct seeds, never one fixed seed per copy."""
     out = gen.generate(["hello"], SamplingParams(n=4, temperature=1.0, max_new_tokens=8, seed=0))
     assert len({tuple(c.token_ids) for c in out[0]}) > 1
+
+
+def test_greedy_equals_model_generate(gen):
+    """The decode loop against `model.generate` (the path before it): greedy tokens identical, n rows alike."""
+    import torch
+
+    prompt = render_prompt(gen.tokenizer, PROMPTS[1])
+    ref = gen.model.generate(
+        input_ids=torch.tensor([prompt]), max_new_tokens=12, do_sample=False, pad_token_id=gen.pad_id,
+        eos_token_id=sorted(gen.eos_ids),
+    )[0, len(prompt):].tolist()  # fmt: skip
+    out = gen.generate([prompt], SamplingParams(n=3, temperature=0, max_new_tokens=12))[0]
+    eos = next((i for i, t in enumerate(ref) if t in gen.eos_ids), None)
+    assert [c.token_ids for c in out] == [ref[: eos + 1] if eos is not None else ref] * 3
+
+
+def test_every_prompt_sample_has_its_own_seed(gen):
+    """Part A 'eval sampling': a sample depends on (seed, prompt index, sample index) alone, not on the other
+    prompts of its batch, and identical prompts never share a sample."""
+    p = SamplingParams(n=2, temperature=1.0, max_new_tokens=10, seed=3)
+    long, short_a, short_b = PROMPTS[1], "hello", "Revenue grew"
+    ab = gen.generate([long, short_a], p)
+    ac = gen.generate([long, short_b], p)
+    assert [c.token_ids for c in ab[0]] == [c.token_ids for c in ac[0]]
+    twins = gen.generate([long, long], p)
+    assert [c.token_ids for c in twins[0]] != [c.token_ids for c in twins[1]]
+
+
+def test_prefill_once_per_prompt(gen):
+    """n samples of one prompt cost one prefill of its tokens (the KV cache is expanded afterwards)."""
+    prompt = render_prompt(gen.tokenizer, PROMPTS[1])
+    before = gen.prefill_tokens
+    gen.generate([prompt], SamplingParams(n=4, temperature=1.0, max_new_tokens=4, seed=0))
+    assert gen.prefill_tokens - before == len(prompt)

@@ -11,7 +11,8 @@ from transformers import AutoModelForCausalLM
 
 from spell.engine.checkpoint import LATEST, latest_checkpoint, save_checkpoint
 from spell.engine.learner import Learner, LearnerSettings, TrainSequence
-from spell.engine.policy import Policy, PolicySpec, enable_activation_checkpointing
+from spell.engine.loading import enable_activation_checkpointing
+from spell.engine.policy import Policy, PolicySpec
 
 
 def _seqs(n=8, seed=0, vocab=400):

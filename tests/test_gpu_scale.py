@@ -16,7 +16,7 @@ def test_packed_rows_match_padded_on_gpu(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     from spell.engine.learner import Learner, LearnerSettings, TrainSequence
-    from spell.engine.policy import attention_implementation
+    from spell.engine.loading import attention_implementation
 
     rng = random.Random(0)
     seqs = [TrainSequence([rng.randint(5, 200) for _ in range(rng.randint(3, 60))],

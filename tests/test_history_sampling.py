@@ -138,3 +138,31 @@ def test_sampler_state_resumes_identically():
 def test_sampler_rejects_weighted_task_without_rows():
     with pytest.raises(ValueError, match="no corpus rows"):
         TaskSampler({"doc_mc": []}, {"doc_mc": 1.0})
+
+
+def test_batch_is_task_balanced_when_a_round_yields_more_than_enough_groups():
+    """Part A 'tasks': prompts are shuffled before ids are assigned, so the first `train_batch_size` usable groups
+    (kept in id order) hold each task in proportion to its weight. 480 prompts, every task 40% usable: 192 usable
+    groups for 128 places. Each task's count is then hypergeometric around 128/3 (std ~4.4): the test allows
+    +-16 (3.6 std); without the shuffle the last task got 0."""
+    from spell.batch import ResponderGroup, usable_groups
+    from spell.config import TASKS, SpellConfig
+    from spell.corpus import Cluster, Corpus
+    from spell.stages import sample_prompts
+
+    cfg = SpellConfig()
+    clusters = {f"{t}-{i}": Cluster(f"{t}-{i}", t, ("a doc", "b doc")) for t in TASKS for i in range(200)}
+    corpus = Corpus(clusters)
+    sampler = TaskSampler(corpus.by_task(), cfg.data.task_weights, seed=0)
+    rows = sample_prompts(corpus, sampler, HistoryMemory(), cfg, "r", 1, 1)
+    usable = random.Random(7)
+    groups = [
+        ResponderGroup(r["prompt_id"], r["task"], ("a", "b"), (1.0, 0.0) if usable.random() < 0.4 else (0.0, 0.0))
+        for r in rows
+    ]
+    groups.sort(key=lambda g: g.question_id)  # collection order, as batch_rows keeps it
+    kept = usable_groups(groups)[: cfg.sampling.train_batch_size]
+    counts = Counter(g.task for g in kept)
+    assert len(kept) == 128
+    for t in TASKS:
+        assert abs(counts[t] - 128 / 3) <= 16, counts

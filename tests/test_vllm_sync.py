@@ -39,8 +39,9 @@ class FakeLLM:
 
     def generate(self, prompts, sp, use_tqdm=False, lora_request=None):
         self.calls.append(("generate", None if lora_request is None else lora_request.lora_int_id))
+        self.seeds = [p.seed for p in sp]  # one SamplingParams per prompt
         out = types.SimpleNamespace(text="ok", token_ids=[5], finish_reason="stop")
-        return [types.SimpleNamespace(outputs=[out] * sp.n) for _ in prompts]
+        return [types.SimpleNamespace(outputs=[out] * p.n) for p in sp]
 
 
 class LoRARequest:
@@ -81,6 +82,8 @@ def test_full_weights_sync_after_every_step(fake_vllm, tiny_model_dir):
     assert llm.calls == ["sleep2", "wake_up", "load_weights", "reset_prefix_cache"]
     pol.generate(["hi"], {"n": 2, "max_new_tokens": 4})
     assert llm.calls[-1] == ("generate", None)
+    pol.generate(["hi", "hi", "ho"], {"n": 2, "max_new_tokens": 4, "seed": 5})
+    assert len(set(llm.seeds)) == 3  # Part A: identical prompts in one request never share a seed
 
 
 def test_lora_adapter_request_per_step(fake_vllm, tiny_model_dir):
@@ -91,7 +94,7 @@ def test_lora_adapter_request_per_step(fake_vllm, tiny_model_dir):
     for step in (1, 2):
         pol.train_step(SEQS, iteration=step)
         pol.generate(["hi"], {"n": 1, "max_new_tokens": 4})
-        assert llm.calls[-1] == ("generate", step)
+        assert llm.calls[-1] == ("generate", step + 1)  # adapter 1: the one the engine starts with
     assert "load_weights" not in llm.calls and llm.calls.count("sleep1") == 2  # base weights kept asleep
     from pathlib import Path
 

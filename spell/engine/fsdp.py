@@ -128,7 +128,7 @@ class ShardedLearnerWorker:
         import torch.distributed as dist
         from transformers import AutoModelForCausalLM
 
-        from spell.engine.policy import attention_implementation, enable_activation_checkpointing
+        from spell.engine.loading import attention_implementation, enable_activation_checkpointing
 
         cuda = torch.cuda.is_available()
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port))

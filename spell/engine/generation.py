@@ -7,6 +7,7 @@ does not fit the context window is reported (`finish_reason="prompt_too_long"`),
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -61,6 +62,11 @@ class Generator(Protocol):
     """A rollout backend: `generate` returns, for each prompt, its `n` completions in order."""
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]: ...
+
+
+def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
+    """The seed of one (prompt, sample) of a call: distinct for every pair, reproducible from `seed`."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{prompt_index}:{sample_index}".encode()).digest()[:8], "little")
 
 
 def render_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:

@@ -1,12 +1,18 @@
-"""`transformers` rollout backend: batched, left-padded, KV-cached `generate`, batches sized by tokens.
+"""`transformers` rollout backend: our own KV-cached decode loop over a Hugging Face causal LM.
 
-The CPU default (and a GPU fallback where vLLM is absent). Deterministic under a seed: the same
-prompts, parameters and seed give the same completions.
+The CPU default (and a GPU fallback where vLLM is absent). Two things `model.generate` does not give:
+- **one prefill per prompt**: the n samples of a prompt (responder groups, verifier votes, grounding
+  samples) share its prompt computation; the KV cache is expanded to n rows after the prefill;
+- **a seed per (prompt, sample)**: every row samples from its own generator, so a completion depends on
+  its seed alone, not on which prompts share its batch, and identical prompts never share a sample
+  (spec Part A 'eval sampling').
+Finished rows leave the batch, so a long straggler decodes alone.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,19 +26,41 @@ from spell.engine.generation import (
     Prompt,
     SamplingParams,
     render_prompt,
+    row_seed,
     token_budget_batches,
 )
 
 
-def _batch_seed(seed: int, batch_no: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{batch_no}".encode()).digest()[:4], "little")
+def filter_logits(logits: torch.Tensor, temperature: float, top_p: float, top_k: int) -> torch.Tensor:
+    """Temperature, then top-k, then nucleus (the smallest set whose probability reaches top_p; at least
+    the most likely token), as fp32 logits with the removed tokens at -inf."""
+    logits = logits.float() / temperature
+    if 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        ordered, idx = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(ordered, dim=-1)
+        before = probs.cumsum(-1) - probs  # mass of the tokens ranked above each one
+        ordered = ordered.masked_fill(before >= top_p, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, idx, ordered)
+    return logits
 
 
 class TransformersGenerator:
     """Generation with a Hugging Face causal LM that the caller owns (the learner trains the same weights)."""
 
-    def __init__(self, model: Any, tokenizer: Any, token_budget: int = 16384, max_context: int | None = None):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        token_budget: int = 16384,
+        max_context: int | None = None,
+        compute_dtype: torch.dtype | None = None,
+    ):
         self.model, self.tokenizer, self.token_budget = model, tokenizer, token_budget
+        # fp32 master weights generate under autocast; one autocast region casts each weight once per call
+        self.compute_dtype = None if compute_dtype in (None, torch.float32) else compute_dtype
         cfg_ctx = getattr(model.config, "max_position_embeddings", None)
         self.max_context = int(max_context or cfg_ctx or 1 << 30)
         eos = model.generation_config.eos_token_id
@@ -40,6 +68,18 @@ class TransformersGenerator:
             eos = tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids))
+        self.prefill_tokens = 0  # prompt tokens computed, for bench/generation.py (one per unique prompt token)
+        # transformers renamed `past_key_values` to `cache` (the old name warns from 5.2x, goes in 5.40)
+        self._cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.compute_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.compute_dtype)
 
     @torch.inference_mode()
     def generate(
@@ -49,79 +89,107 @@ class TransformersGenerator:
         progress: Callable[[int], None] | None = None,
     ) -> list[list[Completion]]:
         rendered = [render_prompt(self.tokenizer, p) for p in prompts]
-        results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
-        requests: list[tuple[int, int]] = []
+        results: list[list[Completion]] = [[] for _ in prompts]
+        todo = []
         for pi, ids in enumerate(rendered):
             if len(ids) + params.max_new_tokens > self.max_context:
-                for si in range(params.n):
-                    results[pi][si] = Completion(pi, si, "", [], FINISH_TOO_LONG, len(ids))
-                continue
-            requests += [(pi, si) for si in range(params.n)]
-
-        lengths = [len(rendered[pi]) for pi, _ in requests]
-        batches = token_budget_batches(lengths, params.max_new_tokens, self.token_budget)
+                results[pi] = [Completion(pi, si, "", [], FINISH_TOO_LONG, len(ids)) for si in range(params.n)]
+            else:
+                todo.append(pi)
+        # the KV cache holds n rows per prompt: batch prompts so that n x rows x (longest + new) fits the budget
+        lengths = [len(rendered[pi]) for pi in todo]
+        batches = token_budget_batches(lengths, params.max_new_tokens, max(self.token_budget // params.n, 1))
         was_training = self.model.training
         self.model.eval()
-        rng_state = torch.random.get_rng_state()
         try:
-            for batch_no, batch in enumerate(batches):
-                reqs = [requests[i] for i in batch]
-                if params.seed is not None:
-                    torch.manual_seed(_batch_seed(params.seed, batch_no))
-                for (pi, si), comp in zip(
-                    reqs, self._generate_batch([rendered[pi] for pi, _ in reqs], params), strict=True
-                ):
-                    comp.prompt_index, comp.sample_index = pi, si
-                    results[pi][si] = comp
-                if progress is not None:
-                    progress(len(reqs))
+            with self._autocast():
+                for batch in batches:
+                    pis = [todo[i] for i in batch]
+                    rows = self._generate_batch([rendered[pi] for pi in pis], pis, params)
+                    for pi, comps in zip(pis, rows, strict=True):
+                        results[pi] = comps
+                    if progress is not None:
+                        progress(len(pis) * params.n)
         finally:
-            torch.random.set_rng_state(rng_state)
             self.model.train(was_training)
-        return [[c for c in row if c is not None] for row in results]
+        return results
 
-    def _generate_batch(self, batch_ids: list[list[int]], params: SamplingParams) -> list[Completion]:
-        device = next(self.model.parameters()).device
+    def _generators(self, prompt_indices: Sequence[int], params: SamplingParams) -> list[torch.Generator] | None:
+        if params.temperature <= 0:
+            return None
+        gens = []
+        for pi in prompt_indices:
+            for si in range(params.n):
+                seed = row_seed(params.seed, pi, si) if params.seed is not None else int(torch.randint(2**62, ()))
+                gens.append(torch.Generator(self.device).manual_seed(seed))
+        return gens
+
+    def _sample(self, logits: torch.Tensor, params: SamplingParams, gens: list[torch.Generator] | None) -> torch.Tensor:
+        if gens is None:
+            return logits.argmax(-1)
+        probs = torch.softmax(filter_logits(logits, params.temperature, params.top_p, params.top_k), dim=-1)
+        return torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(gens)])
+
+    def _generate_batch(
+        self, batch_ids: list[list[int]], prompt_indices: list[int], params: SamplingParams
+    ) -> list[list[Completion]]:
+        """Prefill the unique prompts once (left-padded), expand the cache to n rows each, then decode."""
+        dev, n = self.device, params.n
         width = max(len(ids) for ids in batch_ids)
         input_ids = torch.full((len(batch_ids), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch_ids), width), dtype=torch.long)
+        attn = torch.zeros((len(batch_ids), width), dtype=torch.long)
         for row, ids in enumerate(batch_ids):
             input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids) :] = 1
-        kwargs: dict[str, Any] = dict(
-            max_new_tokens=params.max_new_tokens,
-            pad_token_id=self.pad_id,
-            eos_token_id=sorted(self.eos_ids),
-            use_cache=True,
-        )
-        if params.temperature > 0:
-            kwargs.update(
-                do_sample=True,
-                temperature=params.temperature,
-                top_p=params.top_p,
-                top_k=params.top_k if params.top_k > 0 else None,
-            )
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if params.stop:
-            kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
-        out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
-        new_tokens = out[:, width:].tolist()
-        return [self._finish(tokens, len(ids), params) for tokens, ids in zip(new_tokens, batch_ids, strict=True)]
+            attn[row, width - len(ids) :] = 1
+        attn = attn.to(dev)
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=input_ids.to(dev), attention_mask=attn, position_ids=pos, use_cache=True,
+                         logits_to_keep=1)  # fmt: skip
+        self.prefill_tokens += sum(len(ids) for ids in batch_ids)
+        cache, logits, last = getattr(out, self._cache_kw), out.logits[:, -1, :], pos[:, -1]
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+            logits, attn, last = logits.repeat_interleave(n, 0), attn.repeat_interleave(n, 0), last.repeat_interleave(n)
+        gens = self._generators(prompt_indices, params)
+        alive = list(range(len(batch_ids) * n))  # row -> (prompt row // n, sample row % n)
+        tokens: list[list[int]] = [[] for _ in alive]
+        finish: list[str] = [FINISH_LENGTH] * len(alive)
+        for step in range(params.max_new_tokens):
+            nxt = self._sample(logits, params, None if gens is None else [gens[r] for r in alive])
+            keep = []
+            for j, (r, t) in enumerate(zip(alive, nxt.tolist(), strict=True)):
+                tokens[r].append(t)
+                if t in self.eos_ids or (params.stop and self._hit_stop(tokens[r], params.stop)):
+                    finish[r] = FINISH_STOP
+                elif step + 1 < params.max_new_tokens:
+                    keep.append(j)
+            if not keep:
+                break
+            if len(keep) < len(alive):  # finished rows leave the batch and the cache
+                idx = torch.tensor(keep, device=dev)
+                cache.batch_select_indices(idx)
+                attn, last, nxt = attn[idx], last[idx], nxt[idx]
+                alive = [alive[j] for j in keep]
+            attn = torch.cat([attn, attn.new_ones((len(alive), 1))], dim=1)
+            last = last + 1
+            kw = {self._cache_kw: cache}
+            out = self.model(input_ids=nxt[:, None], attention_mask=attn, position_ids=last[:, None], use_cache=True,
+                             **kw)  # fmt: skip
+            logits = out.logits[:, -1, :]
+        return [
+            [self._finish(tokens[b * n + si], finish[b * n + si], pi, si, len(ids), params) for si in range(n)]
+            for b, (pi, ids) in enumerate(zip(prompt_indices, batch_ids, strict=True))
+        ]
 
-    def _finish(self, tokens: list[int], prompt_len: int, params: SamplingParams) -> Completion:
-        for i, t in enumerate(tokens):
-            if t in self.eos_ids:
-                kept = tokens[: i + 1]
-                return Completion(
-                    -1, -1, self.tokenizer.decode(kept, skip_special_tokens=True), kept, FINISH_STOP, prompt_len
-                )
-        if params.stop:
-            # A row ended by a stop string is padded while the rest of its batch goes on.
-            while tokens and tokens[-1] == self.pad_id:
-                tokens = tokens[:-1]
+    def _hit_stop(self, tokens: list[int], stop: Sequence[str]) -> bool:
+        text = self.tokenizer.decode(tokens[-16:], skip_special_tokens=True)  # a stop string ends in the tail
+        return any(s in text for s in stop)
+
+    def _finish(
+        self, tokens: list[int], finish: str, pi: int, si: int, prompt_len: int, params: SamplingParams
+    ) -> Completion:
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         hits = [text.find(s) for s in params.stop if s in text]
         if hits:
-            return Completion(-1, -1, text[: min(hits)], tokens, FINISH_STOP, prompt_len)
-        return Completion(-1, -1, text, tokens, FINISH_LENGTH, prompt_len)
+            text = text[: min(hits)]
+        return Completion(pi, si, text, tokens, finish, prompt_len)

