@@ -167,12 +167,11 @@ def load_checked_corpus(ctx: StageContext) -> Corpus:
     cfg = ctx.cfg
     if cfg.run.mode == "rlvr":
         return corpus_from_qa(cfg.data.qa_file)
-    m = cfg.data.docs_per_visit
-    corpus = load_corpus(cfg.data.corpus, min_docs=m, seed=cfg.run.seed, cache_dir=Path(cfg.run.runs_dir) / ".corpus")
+    corpus = load_corpus(cfg.data.corpus, seed=cfg.run.seed, cache_dir=Path(cfg.run.runs_dir) / ".corpus")
     from tasks.common import call, policy
 
     corpus = drop_long_documents(
-        corpus, cfg.responder.max_prompt_tokens, lambda texts: call(policy(ctx), "count_tokens", texts), min_docs=m
+        corpus, cfg.responder.max_prompt_tokens, lambda texts: call(policy(ctx), "count_tokens", texts)
     )
     rejects = [
         {"run": ctx.layout.run, "iteration": ctx.iteration, "source": corpus.source, **r} for r in corpus.rejects

@@ -156,7 +156,9 @@ class VerifierConfig(_Section):
 
 class RewardConfig(_Section):
     combine: Literal["max", "rule", "verifier"] = _field(
-        "max", "Responder reward: max(rule check, verifier majority) (paper Eq. 6), or one of them alone."
+        "max",
+        "Responder reward: max(rule check, verifier majority) (paper Eq. 6), or one of them alone; under "
+        "'verifier' an answer with no majority counts 0. With verifier.enabled=false the rule check decides.",
     )
 
 

@@ -83,8 +83,12 @@ def builtin_wiki(cache_dir: str | Path, seed: int = 0) -> Path:
     return path
 
 
-def load_corpus(source: str, min_docs: int = 1, seed: int = 0, cache_dir: str | Path = "runs/.corpus") -> Corpus:
-    """Load clusters; every rejected row is kept in `rejects` with its reason."""
+def load_corpus(source: str, seed: int = 0, cache_dir: str | Path = "runs/.corpus") -> Corpus:
+    """Load clusters; every rejected row or document is kept in `rejects` with its reason.
+
+    An empty or non-text document is dropped on its own (doc_index = its position), not with its cluster;
+    a cluster with fewer documents than the questioner is shown per visit is used as it is: it shows
+    min(m, n) (spec Part A 'questioner context')."""
     if source == BUILTIN_WIKI:
         source = str(builtin_wiki(cache_dir, seed))
     if source == BUILTIN_SMOKE:
@@ -100,12 +104,21 @@ def load_corpus(source: str, min_docs: int = 1, seed: int = 0, cache_dir: str | 
     rejects: list[dict[str, Any]] = []
     for i, row in enumerate(rows):
         cid = str(row.get("cluster_id", f"<row {i}>")) if isinstance(row, dict) else f"<row {i}>"
-        reason = _problem(row, clusters, min_docs)
+        reason = _problem(row, clusters)
         if reason:
             rejects.append({"row": i, "cluster_id": cid, "doc_index": -1, "reason": reason})
             continue
-        docs = tuple(d.strip() for d in row["documents"])
-        clusters[cid] = Cluster(cid, row["task"], docs)
+        docs = []
+        for j, d in enumerate(row["documents"]):
+            why = _bad_document(d)
+            if why:
+                rejects.append({"row": i, "cluster_id": cid, "doc_index": j, "reason": why})
+            else:
+                docs.append(d.strip())
+        if not docs:
+            rejects.append({"row": i, "cluster_id": cid, "doc_index": -1, "reason": "no usable document"})
+            continue
+        clusters[cid] = Cluster(cid, row["task"], tuple(docs))
     if not clusters:
         raise CorpusError(f"corpus {source} has no usable cluster ({len(rejects)} rejected, e.g. {rejects[:3]})")
     return Corpus(clusters, rejects, rows_read=len(rows), source=source)
@@ -118,7 +131,7 @@ def drop_long_documents(
 
     Only documents of more than `max_tokens` UTF-8 bytes are tokenized (a byte-level tokenizer never makes
     more tokens than bytes), so a corpus of normal documents costs nothing. A cluster left with fewer than
-    `min_docs` documents is rejected as a whole.
+    `min_docs` documents (by default: none) is rejected as a whole.
     """
     row_of = {cid: i for i, cid in enumerate(corpus.clusters)}
     suspects = [
@@ -150,7 +163,9 @@ def drop_long_documents(
         kept = tuple(d for j, d in enumerate(clusters[cid].documents) if j not in long_docs)
         if len(kept) < min_docs:
             del clusters[cid]
-            reason = f"only {len(kept)} documents fit the context (< {min_docs})"
+            reason = (
+                f"only {len(kept)} documents fit the context (< {min_docs})" if kept else "no document fits the context"
+            )
             rejects.append({"row": row_of[cid], "cluster_id": cid, "doc_index": -1, "reason": reason})
         else:
             clusters[cid] = replace(clusters[cid], documents=kept)
@@ -180,7 +195,13 @@ def require_usable(corpus: Corpus, task_weights: Mapping[str, float], max_reject
         )
 
 
-def _problem(row: Any, seen: dict[str, Cluster], min_docs: int) -> str | None:
+def _bad_document(doc: Any) -> str | None:
+    if not isinstance(doc, str):
+        return f"document is not text ({type(doc).__name__})"
+    return None if doc.strip() else "empty document"
+
+
+def _problem(row: Any, seen: dict[str, Cluster]) -> str | None:
     if not isinstance(row, dict):
         return "row is not a mapping"
     if "__error__" in row:
@@ -192,15 +213,8 @@ def _problem(row: Any, seen: dict[str, Cluster], min_docs: int) -> str | None:
         return "duplicate cluster_id"
     if row["task"] not in TASKS:
         return f"unknown task {row['task']!r}"
-    docs = row["documents"]
-    if not isinstance(docs, list | tuple):
+    if not isinstance(row["documents"], list | tuple):
         return "documents is not a list"
-    if not all(isinstance(d, str) for d in docs):
-        return "documents holds non-text values"
-    if any(not d.strip() for d in docs):
-        return "documents holds empty text"
-    if len(docs) < min_docs:
-        return f"only {len(docs)} documents (< {min_docs})"
     return None
 
 

@@ -32,13 +32,15 @@ def majority_vote(votes: Sequence[int]) -> int | None:
 
 
 def responder_reward(rule: float, verdict: int | None, combine: str = "max") -> float:
-    """r_res (paper Eq. 6): max(rule check, verifier majority); the rule alone decides without a verdict."""
-    if combine == "rule" or verdict is None:
+    """r_res (paper Eq. 6): max(rule check, verifier majority); without a verdict (a tie, too many unreadable
+    votes, an unparsed answer) the rule alone decides under 'max', and it counts 0 under 'verifier'
+    (Eq. 4: not more than G/2 YES)."""
+    if combine == "rule":
         return float(rule)
     if combine == "verifier":
-        return float(verdict)
+        return 0.0 if verdict is None else float(verdict)
     if combine == "max":
-        return float(max(rule, verdict))
+        return float(rule) if verdict is None else float(max(rule, verdict))
     raise ValueError(f"unknown reward.combine {combine!r}")
 
 

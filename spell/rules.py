@@ -66,13 +66,12 @@ def _clean_span(span: str) -> str:
 
 
 def extract_qa_answer(text: str | None) -> str | None:
-    """General-QA prediction: the text after the last 'answer is' up to the line end (or the last \\boxed{})."""
+    """General-QA prediction: the text after the last 'answer is' up to the line end. Never `\\boxed{}`
+    (spec Part A, 'Also binding': general QA has no boxed fallback)."""
     stripped = strip_reasoning(text)
     if stripped.truncated or not stripped.text:
         return None
     span = _after_last_answer_is(stripped.text)
-    if span is None:
-        span = _last_boxed(stripped.text)
     if span is None:
         return None
     answer = _clean_span(span)
@@ -82,22 +81,26 @@ def extract_qa_answer(text: str | None) -> str | None:
 
 
 _NUMBER = re.compile(r"[-+−]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+# a number right after "answer is": optional parentheses, leading = ≈ % $ ° or a currency sign, trailing % or °
+_DOCMATH_ANSWER = re.compile(
+    r"answer\s+is\s*:?\s*\(?[\s=≈%$°€£¥₹]*([-+−]?(?:\d[\d,]*(?:\.\d+)?|\.\d+))\s*[%°]?\s*\)?", re.IGNORECASE
+)
 
 
 def extract_docmath_answer(text: str | None) -> str | None:
-    """DocMath prediction: the number after the last 'answer is', else in the last \\boxed{}."""
+    """DocMath prediction as the official `parse_model_answer` (spec Part A, 'Also binding'): asterisks
+    removed; with a `\\boxed{` anywhere, the last boxed content (commas removed) and nothing else; else the
+    last number right after 'answer is' (commas removed); else none."""
     stripped = strip_reasoning(text)
     if stripped.truncated or not stripped.text:
         return None
-    for span in (_after_last_answer_is(stripped.text), _last_boxed(stripped.text)):
-        if span is None:
-            continue
-        cleaned = _clean_span(span)
-        if PLACEHOLDER in cleaned.lower():
-            continue
-        if parse_number(cleaned) is not None:
-            return cleaned
-    return None
+    body = stripped.text.replace("*", "")
+    if "\\boxed{" in body:
+        boxed = _last_boxed(body)
+        boxed = boxed.replace(",", "").strip() if boxed is not None else None
+        return boxed or None
+    found = _DOCMATH_ANSWER.findall(body)
+    return found[-1].replace(",", "").replace("−", "-") if found else None
 
 
 _MC_PATTERNS = (

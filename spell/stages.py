@@ -335,10 +335,11 @@ def reward_rows(
     cluster = {q["question_id"]: q["cluster_id"] for q in questions}
     out: list[Row] = []
     vc = cfg.verifier
+    combine = cfg.reward.combine if vc.enabled else "rule"  # verifier off: the rule check alone (ablation)
     for r in responses:
         vs = votes.get(r["response_id"])
         maj = majority_vote(vs) if vs else None
-        reward = responder_reward(r["rule_score"], maj if vc.enabled else None, cfg.reward.combine)
+        reward = responder_reward(r["rule_score"], maj, combine)
         by_question[r["question_id"]].append(reward)
         shared = {"rule_score": r["rule_score"], "majority": -1 if maj is None else maj}
         out.append(

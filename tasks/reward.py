@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prefect import task
@@ -53,6 +54,8 @@ def select_batch(ctx: StageContext, rounds: int) -> dict[str, Any]:
                 for row in read_rows(ctx.file(kind, r)):
                     tokens[row[id_col]] = (row["prompt_ids"], row["response_ids"])
         rows = batch_rows(rewards, tokens, ctx.cfg, ctx.layout.run, ctx.iteration)
+        if os.environ.get("SPELL_FAULT_NEGATE_ADVANTAGES") == "1":  # negative control of the learning test
+            rows = [{**r, "advantage": -r["advantage"]} for r in rows]
         write_rows(out, "batch", rows)
         by_role: dict[str, int] = {}
         for x in rows:

@@ -20,21 +20,25 @@ def test_bad_rows_are_rejected_with_reasons(tmp_path):
     ]
     path = tmp_path / "c.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n{not json\n")
-    corpus = load_corpus(str(path), min_docs=2)
-    assert list(corpus.clusters) == ["ok1"]
-    reasons = {r["cluster_id"]: r["reason"] for r in corpus.rejects}
-    assert reasons["ok1"] == "duplicate cluster_id"
-    assert reasons["empty"] == "documents holds empty text"
-    assert reasons["nontext"] == "documents holds non-text values"
-    assert reasons["nocol"] == "missing column 'documents'"
-    assert "unknown task" in reasons["badtask"] and reasons["notlist"] == "documents is not a list"
-    assert reasons["few"].startswith("only 1 documents")
+    corpus = load_corpus(str(path))
+    # Part A 'questioner context': a bad document is dropped on its own, a small cluster is used as it is
+    assert list(corpus.clusters) == ["ok1", "empty", "nontext", "few"]
+    assert corpus.clusters["empty"].documents == ("a",) and corpus.clusters["few"].documents == ("one",)
+    reasons = {(r["cluster_id"], r["doc_index"]): r["reason"] for r in corpus.rejects}
+    assert reasons[("ok1", -1)] == "duplicate cluster_id"
+    assert reasons[("empty", 1)] == "empty document" and ("empty", -1) not in reasons
+    assert reasons[("nontext", 1)] == "document is not text (int)"
+    assert reasons[("nocol", -1)] == "missing column 'documents'"
+    assert "unknown task" in reasons[("badtask", -1)] and reasons[("notlist", -1)] == "documents is not a list"
+    assert not any(c == "few" for c, _ in reasons)
     assert any("not JSON" in r["reason"] for r in corpus.rejects)
 
 
 def test_no_usable_row_is_a_clear_error(tmp_path):
     path = tmp_path / "c.jsonl"
-    path.write_text(json.dumps({"cluster_id": "x", "task": "doc_mc", "documents": []}) + "\n")
+    rows = [{"cluster_id": "x", "task": "doc_mc", "documents": []}, {"cluster_id": "y", "task": "doc_mc",
+            "documents": ["", 4]}]  # fmt: skip
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     with pytest.raises(CorpusError, match="no usable cluster"):
         load_corpus(str(path))
     with pytest.raises(CorpusError, match="not found"):
@@ -47,7 +51,7 @@ def test_no_usable_row_is_a_clear_error(tmp_path):
 def _corpus(tmp_path, rows):
     path = tmp_path / "c.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return load_corpus(str(path), min_docs=2)
+    return load_corpus(str(path))
 
 
 def test_long_documents_are_dropped_and_thin_clusters_rejected(tmp_path):
@@ -81,11 +85,11 @@ def test_enough_good_rows_continue_too_few_stop(tmp_path):
 
     tasks = ["doc_mc", "doc_general_qa"]
     good = [{"cluster_id": f"g{i}", "task": t, "documents": ["a", "b"]} for i, t in enumerate(tasks)]
-    bad = [{"cluster_id": f"b{i}", "task": "doc_mc", "documents": ["a", ""]} for i in range(3)]
+    bad = [{"cluster_id": f"b{i}", "task": "doc_mc", "documents": ["", " "]} for i in range(3)]
     corpus = _corpus(tmp_path, good + bad)
     weights = {"doc_mc": 1.0, "doc_general_qa": 1.0, "docmath_qa": 0.0}
     require_usable(corpus, weights, max_reject_share=0.6)  # 3 of 5 bad: allowed
-    with pytest.raises(CorpusError, match=r"3 of 5 rows rejected .*3 x documents holds empty text"):
+    with pytest.raises(CorpusError, match=r"3 of 5 rows rejected .*3 x no usable document"):
         require_usable(corpus, weights, max_reject_share=0.5)
     with pytest.raises(CorpusError, match=r"data\.task_weights\.docmath_qa=0"):
         require_usable(corpus, {**weights, "docmath_qa": 1.0}, max_reject_share=1.0)

@@ -50,7 +50,7 @@ def test_qa_f1():
         ("<think>The answer is Rome</think>The correct answer is Paris.", "hotpotqa", "Paris"),
         ("<think>unclosed... the answer is Rome", "frames", None),
         ("so \\boxed{42}", "docmath", "42"),
-        ("Therefore, the answer is 1,234.5.", "docmath", "1,234.5"),
+        ("Therefore, the answer is 1,234.5.", "docmath", "1234.5"),
         ("The answer is (B)", "longbench-v2", "B"),
         ("no answer here", "musique", None),
     ],
@@ -69,6 +69,13 @@ def test_extract_answer(text, task, answer):
         ("the correct answer is (b)", None),  # lowercase is not accepted, as in LongBench-v2
         ("<think>The correct answer is (A)</think>The correct answer is (B)", "B"),
         ("<think>The correct answer is (A)", None),
+        # the official patterns in order (spec Part B §3.1, §6.4): the first pattern that matches wins
+        ("\\boxed{C} although the correct answer is (B)", "C"),
+        ("the correct answer is (A) or the correct answer is D", "A"),
+        ("the correct answer is D, not the answer is (B)", "D"),
+        ("the answer is (A), and then the answer is B", "A"),
+        ("first the answer is B, finally the answer is C", "C"),  # the last match of the pattern
+        ("The answer is Apple", None),  # a word starting with A is no letter
     ],
 )
 def test_extract_choice(text, choice):

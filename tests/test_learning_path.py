@@ -97,7 +97,7 @@ def test_kl_reference_is_the_initial_model_across_resume(tiny_model_dir, tmp_pat
 
 
 def test_kl_with_a_sharded_learner_is_refused_at_load():
-    with pytest.raises(ConfigError, match="kl_coef > 0 with engine.learner_ranks > 1"):
+    with pytest.raises(ConfigError, match=r"kl_coef > 0 with engine\.learner_ranks > 1"):
         load_config(None, ["optim.kl_coef=0.1", "engine.learner_ranks=2", "engine.gpus_per_rank=0"])
 
 

@@ -75,7 +75,9 @@ def test_responder_reward_combinations():
     assert responder_reward(0.0, None) == 0.0
     assert responder_reward(0.0, 1, "rule") == 0.0
     assert responder_reward(1.0, 0, "verifier") == 0.0
-    assert responder_reward(1.0, None, "verifier") == 1.0
+    assert responder_reward(1.0, None, "verifier") == 0.0  # Part A 'majority vote': a tie counts 0 under verifier
+    assert responder_reward(1.0, majority_vote([1, 1, 0, 0]), "verifier") == 0.0
+    assert responder_reward(1.0, majority_vote([1, 1, 0, 0]), "max") == 1.0
 
 
 def test_verifier_rewards_and_eligibility():

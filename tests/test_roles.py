@@ -34,6 +34,8 @@ def test_questioner_prompt_json_examples_are_valid_json(task, with_history):
     assert ("Previous Examples" in text) == with_history
     if with_history:
         assert "### Example 1:\nQuestion: Q?\nAnswer: A" in text
+        # the examples come first, and the escalation text points back at them
+        assert text.index("### Example 1") < text.index("previous questions above") and " below" not in text
     if task == "doc_mc":
         assert obj["answer"] == "C" and set(obj["options"]) == {"A", "B", "C", "D"}
         assert "must be option C" in text

@@ -105,14 +105,27 @@ class TestExtraction:
         assert extract_qa_answer("<think>never closed the answer is X") is None
         assert extract_qa_answer("The correct answer is (insert answer here).") is None
         assert extract_qa_answer("no marker at all") is None
-        assert extract_qa_answer("so \\boxed{Lyon}") == "Lyon"
+        assert extract_qa_answer("so \\boxed{Lyon}") is None  # Part A: general QA never falls back to \\boxed
         assert extract_qa_answer("") is None
 
-    def test_docmath(self):
-        assert extract_docmath_answer("Therefore, the answer is 1,234.5.") == "1,234.5"
-        assert extract_docmath_answer("Therefore, the answer is (12.5%).") == "12.5%"
-        assert extract_docmath_answer("result \\boxed{\\frac{1}{2}} hmm \\boxed{42}") == "42"
-        assert extract_docmath_answer("the answer is unknown") is None
+    @pytest.mark.parametrize(
+        ("text", "answer"),
+        [  # the official parse_model_answer (spec Part A, 'Also binding')
+            ("Therefore, the answer is 1,234.5.", "1234.5"),  # commas removed
+            ("Therefore, the answer is (12.5%).", "12.5"),  # parentheses, percent sign
+            ("**The answer is** $3,000 million", "3000"),  # asterisks removed, currency sign
+            ("The Answer Is: -3.5", "-3.5"),  # case-insensitive
+            ("the answer is 5; on reflection the answer is 7.", "7"),  # the last match
+            ("result \\boxed{\\frac{1}{2}} hmm \\boxed{4,200}", "4200"),  # the last boxed content
+            ("the answer is 7, shown as \\boxed{x}", "x"),  # a boxed answer is taken and nothing else
+            ("the answer is about 5", None),  # no number right after the phrase
+            ("the answer is unknown", None),
+            ("Therefore, the answer is (insert answer here).", None),
+            ("The total is 42.", None),  # no phrase, no box: no answer
+        ],
+    )
+    def test_docmath(self, text, answer):
+        assert extract_docmath_answer(text) == answer
 
     @pytest.mark.parametrize(
         ("text", "letter"),

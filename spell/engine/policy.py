@@ -238,7 +238,10 @@ class Policy:
             for i, x in enumerate(ids)
         ]
         if keep:
-            rows = self._generator_for(role).generate([ids[i] for i in keep], sp)
+            gen = self._generator_for(role)
+            # a rule-played role reads the prompt text (a tiny tokenizer may not round-trip it)
+            text_in = getattr(gen, "reads_text", False) and not prefills
+            rows = gen.generate([prompts[i] if text_in else ids[i] for i in keep], sp)
             for i, row in zip(keep, rows, strict=True):
                 pf = prefills[i] if prefills else ""
                 results[i]["completions"] = [{**c.to_dict(), "prompt_index": i, "text": pf + c.text} for c in row]

@@ -45,6 +45,8 @@ GARBAGE = (
 
 
 class ScriptedGenerator:
+    reads_text = True  # given the prompt text where it has it, not only token ids
+
     def __init__(self, tokenizer: Any, skill: float = 0.55, bad_format_rate: float = 0.1, garbage_rate: float = -1):
         self.tokenizer, self.skill, self.bad_format_rate = tokenizer, skill, bad_format_rate
         self.garbage_rate = float(os.environ.get("SPELL_FAULT_GARBAGE", 0)) if garbage_rate < 0 else garbage_rate

@@ -10,6 +10,7 @@ saved beside a small Qwen2 or Llama model with random weights, so it loads throu
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 CHATML_TEMPLATE = (
@@ -58,6 +59,27 @@ def build_tokenizer(vocab_size: int = 512):
     return fast
 
 
+def build_word_tokenizer(words: Sequence[str]):
+    """A word-level tokenizer over `words` only (anything else is one unknown token), for controlled learning
+    checks: a random model then samples among a dozen tokens, so a task's first rewards are not zero."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate([*SPECIAL_TOKENS, "[UNK]", *dict.fromkeys(words)])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="[UNK]",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    fast.chat_template = CHATML_TEMPLATE
+    fast.padding_side = "left"
+    return fast
+
+
 def build_tiny_model(
     out_dir: str | Path,
     arch: str = "qwen2",
@@ -69,14 +91,16 @@ def build_tiny_model(
     seed: int = 0,
     intermediate_size: int | None = None,
     vocab_size: int | None = None,
+    words: Sequence[str] | None = None,
 ) -> Path:
-    """Write a tiny random causal LM plus tokenizer to `out_dir` (safetensors) and return the path."""
+    """Write a tiny random causal LM plus tokenizer to `out_dir` (safetensors) and return the path; with
+    `words`, a word-level tokenizer over them (see `build_word_tokenizer`)."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
+    tokenizer = build_word_tokenizer(words) if words else build_tokenizer()
     common = dict(
         vocab_size=max(vocab_size or 0, len(tokenizer)),  # a real model's vocabulary: bench shapes
         hidden_size=hidden_size,

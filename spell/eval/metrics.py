@@ -5,15 +5,14 @@ from spell.eval.metrics import cover_exact_match, qa_f1, pass_at_k
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable
 from math import comb
 
 from spell.roles.verifier import parse_vote
-from spell.rules import cover_exact_match, docmath_match
+from spell.rules import cover_exact_match, docmath_match, extract_mc_answer
 from spell.rules import extract_answer as _extract_for_role
-from spell.text import normalize_answer, strip_reasoning
+from spell.text import normalize_answer
 
 __all__ = [
     "cover_exact_match",
@@ -57,19 +56,11 @@ def extract_answer(text: str | None, task: str) -> str | None:
     return _extract_for_role(text, BENCHMARK_TASK.get(task, task))
 
 
-_CHOICE_PAREN = re.compile(r"The correct answer is \(([A-D])\)")
-_CHOICE_BARE = re.compile(r"The correct answer is ([A-D])")
-
-
 def extract_choice(text: str | None) -> str | None:
-    """LongBench-v2's own extraction ('The correct answer is (X)', then without parentheses), so our
-    numbers compare with its leaderboard; reasoning is stripped first and '*' removed."""
-    stripped = strip_reasoning(text)
-    if stripped.truncated:
-        return None
-    body = stripped.text.replace("*", "")
-    m = _CHOICE_PAREN.search(body) or _CHOICE_BARE.search(body)
-    return m.group(1) if m else None
+    """LongBench-v2's letter as the official SPELL evaluation reads it (the training MC patterns, spec Part B
+    §6.4): `\\boxed{X}`, 'correct answer is (X)', 'correct answer is X', 'answer is (X)', 'answer is X', the
+    first pattern that matches and its last match; uppercase A-D only, reasoning stripped, '*' removed."""
+    return extract_mc_answer(text)
 
 
 def parse_judgment(text: str | None) -> int | None:

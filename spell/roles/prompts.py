@@ -61,7 +61,7 @@ MC_PRINCIPLES = """## Design Principles
 - The correct answer must be option {target_letter}."""
 
 ESCALATE_GENERAL = """## Escalate Question Difficulty
-The previous questions below were already answered. Write ONE new question that is significantly more
+The previous questions above were already answered. Write ONE new question that is significantly more
 difficult and fundamentally different from them, for example by:
 - quantitative calculation over facts from several documents;
 - comparison or superlatives across entities ("which of ... was the earliest ...");
@@ -69,7 +69,7 @@ difficult and fundamentally different from them, for example by:
 - synthesis across different types of information."""
 
 ESCALATE_MATH = """## Escalate Question Difficulty
-The previous questions below were already answered. Write ONE new question that is significantly more
+The previous questions above were already answered. Write ONE new question that is significantly more
 difficult and fundamentally different from them, for example by:
 - period-over-period change (growth rates, differences between years);
 - deriving a ratio or metric that the documents do not state;
