@@ -137,6 +137,17 @@ def _maybe_kill_actor(handle: Any) -> None:
 
         _ACTOR_KILLS_DONE.add(hit)
         ray.kill(handle, no_restart=True)
+        # ray.kill only asks: wait until the actor is gone, so the call that follows fails here and the death
+        # is counted by this stage (a call that slipped through would leave it to the next stage's health check)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                ray.get(handle.info.remote(), timeout=10)
+            except ray.exceptions.RayActorError:
+                return
+            except ray.exceptions.GetTimeoutError:
+                continue
+            time.sleep(0.05)
 
 
 # A non-detached Ray actor dies with its last handle, named or not: this process keeps one handle per

@@ -44,7 +44,7 @@ def test_bad_rows_skipped_recorded_and_the_run_continues(prefect_api, ray_local,
     got = con.execute("SELECT cluster_id, doc_index, reason FROM rejects ORDER BY row, doc_index").fetchall()
     reasons = {(c, d): r for c, d, r in got}
     assert reasons[("empty-doc", 1)] == "empty document" and ("empty-doc", -1) not in reasons
-    assert reasons[("non-text", 1)] == "document is not text (int)" and reasons[("non-text", 2)].endswith("(dict))")
+    assert reasons[("non-text", 1)] == "document is not text (int)" and reasons[("non-text", 2)].endswith("(dict)")
     assert reasons[("no-docs", -1)] == "missing column 'documents'"
     assert reasons[("<row 21>", -1)] == "missing column 'cluster_id'"
     assert reasons[("doc_mc-000", -1)] == "duplicate cluster_id"

@@ -112,10 +112,14 @@ def test_history_memory_rebuilt_from_artifacts(two_iterations):
         "SELECT count(*) FROM rewards WHERE iteration = 1 AND role = 'questioner' AND admitted"
     ).fetchone()[0]
     with_history = con.execute("SELECT count(*) FROM prompts WHERE iteration = 2 AND history_size > 0").fetchone()[0]
-    if admitted:
-        assert with_history > 0
+    assert admitted > 0 and with_history > 0
     drawn = con.execute("SELECT task, count(*) FROM prompts GROUP BY ALL").fetchall()
     assert len(drawn) == 3
+    from tests.history_check import live_memory, rebuilt_memory
+
+    for k in (2, 3):  # after one and after two iterations: DuckDB rebuild == what a live process would hold
+        rebuilt = rebuilt_memory(CONFIG, runs, "e2e", k)
+        assert rebuilt and rebuilt == live_memory(CONFIG, runs, "e2e", k)
 
 
 def test_rerun_of_complete_iteration_skips_every_stage(two_iterations):

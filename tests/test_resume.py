@@ -76,8 +76,12 @@ def _reference(tmp_path: Path) -> Path:
 
 
 def _assert_same(ref_runs: Path, runs: Path) -> None:
+    from tests.history_check import rebuilt_memory
+
     a, b = _snapshot(ref_runs / "killed"), _snapshot(runs / "killed")
     assert a.keys() == b.keys() and a == b
+    memory = rebuilt_memory(CONFIG, runs, "killed", 3)  # the memory iteration 3 would start from
+    assert memory and memory == rebuilt_memory(CONFIG, ref_runs, "killed", 3)
     ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
     with torch.no_grad():
         wa = AutoModelForCausalLM.from_pretrained(ref_runs / "killed/checkpoints/iter_0002/model")(ids).logits
