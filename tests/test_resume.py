@@ -15,6 +15,7 @@ from tests.procs import run_spell, short_tmp
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "cpu-smoke.yaml")
+QUIET = ["tracking.mlflow=false"]  # MLflow is tested in test_pipeline; here it would only add seconds per process
 ID_COLS = {
     "prompts": "prompt_id",
     "questions": "question_id",
@@ -31,7 +32,8 @@ def _spell(runs: Path, *args: str, kill_at: str | None = None, ray_tmp: Path) ->
     if kill_at:
         env["SPELL_FAULT_KILL"] = kill_at
     log = ray_tmp.with_suffix(".log")
-    cmd = ["run", "--config", CONFIG, "--run", "killed", "--set", f"run.runs_dir={runs}", *args]
+    sets = [a for s in [f"run.runs_dir={runs}", *QUIET] for a in ("--set", s)]
+    cmd = ["run", "--config", CONFIG, "--run", "killed", *sets, *args]
     rc = run_spell(cmd, log, ray_tmp, env)
     return rc, log.read_text()[-3000:]
 
@@ -71,7 +73,7 @@ def _reference(tmp_path: Path) -> Path:
 
     ref_runs = tmp_path / "ref"
     for _ in range(2):
-        spell_iteration(run="killed", config=CONFIG, overrides=[f"run.runs_dir={ref_runs}"])
+        spell_iteration(run="killed", config=CONFIG, overrides=[f"run.runs_dir={ref_runs}", *QUIET])
     return ref_runs
 
 
@@ -99,8 +101,10 @@ def test_killed_at_every_stage_resumes_to_identical_artifacts(prefect_api, ray_l
         assert rc == -signal.SIGKILL, f"{point} was never reached: {out}"
     rc, out = _spell(runs, "--iterations", "2", "--resume", ray_tmp=short_tmp())
     assert rc == 0, out
-    rc, out = _spell(runs, "--iterations", "1", ray_tmp=short_tmp())
-    assert rc == 2, out  # refusing to start over an existing run without --resume
+    from spell.cli import main
+
+    # refusing to start over an existing run without --resume (decided before anything starts: in-process)
+    assert main(["run", "--config", CONFIG, "--run", "killed", "--set", f"run.runs_dir={runs}"]) == 2
     _assert_same(ref_runs, runs)
 
 
@@ -114,7 +118,7 @@ def test_dead_policy_actor_is_rebuilt_and_the_stage_retried(prefect_api, ray_loc
     runs = tmp_path / "runs"
     monkeypatch.setenv("SPELL_FAULT_ACTOR_KILL", "respond_r01,grpo_step,checkpoint")
     for _ in range(2):
-        spell_iteration(run="killed", config=CONFIG, overrides=[f"run.runs_dir={runs}"])
+        spell_iteration(run="killed", config=CONFIG, overrides=[f"run.runs_dir={runs}", *QUIET])
     stages = Manifest(runs / "killed" / "iter_0001").data["stages"]
     assert {k: v["summary"].get("actor_restarts") for k, v in stages.items() if "actor_restarts" in v["summary"]} == {
         "respond_r01": 1,

@@ -25,6 +25,7 @@ SMALL = [
     "responder.group_size=2",
     "verifier.votes=2",
     "rollout.max_new_tokens=64",
+    "tracking.mlflow=false",
 ]
 KILL_KEYS = ["sample_docs_r01", "question_r01", "respond_r01", "verify_r01", "reward_r01", "select_batch",
              "grpo_step", "checkpoint"]  # fmt: skip
