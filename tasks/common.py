@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -68,15 +69,18 @@ def run_stage(
     outputs: list[Path],
     compute: Callable[[], dict[str, Any]],
     force: bool = False,
-) -> dict[str, Any]:
+) -> Any:
     """Run `compute` unless the manifest says this stage already ran on the same inputs and config.
 
     A policy actor that dies mid-stage (node lost, OOM-killed) is rebuilt from the latest checkpoint by
-    `policy()` and the stage is computed again, up to `engine.actor_restarts` times.
+    `policy()` and the stage is computed again, up to `engine.actor_restarts` times. Inside a Prefect run
+    the stage's summary becomes a markdown artifact, and a skipped stage ends in a state named Skipped.
     """
     manifest = Manifest(ctx.iter_dir)
     if not force and manifest.is_done(key, ctx.config_hash, inputs):
-        return {**manifest.stage(key).get("summary", {}), "skipped": True}
+        summary = {**manifest.stage(key).get("summary", {}), "skipped": True}
+        _publish(ctx, key, summary)
+        return _skipped(summary)
     start = time.perf_counter()
     token = _STAGE.set(f"{key}@{ctx.iteration}")
     restarts = 0
@@ -91,7 +95,10 @@ def run_stage(
                     raise
                 restarts += 1
                 _HANDLES.pop(ctx.actor_name, None)
-                log.warning("stage %s: policy actor died (%s); rebuilding, retry %d", key, type(exc).__name__, restarts)
+                stage_logger().warning(
+                    "stage %s: policy actor died (%s); rebuilding it from the latest checkpoint, retry %d of %d",
+                    key, type(exc).__name__, restarts, ctx.cfg.engine.actor_restarts,
+                )  # fmt: skip
         _maybe_fault(key, "after", ctx.iteration)
     finally:
         _STAGE.reset(token)
@@ -101,7 +108,87 @@ def run_stage(
         summary["actor_restarts"] = restarts
     manifest = Manifest(ctx.iter_dir)  # re-read: nothing else writes it, but stay correct if it did
     manifest.record(key, ctx.config_hash, inputs, outputs, summary=summary)
-    return {**summary, "skipped": False}
+    summary = {**summary, "skipped": False}
+    _publish(ctx, key, summary)
+    return summary
+
+
+def stage_logger() -> Any:
+    """The flow-run logger inside a Prefect run (its lines show in the UI), the `spell` logger elsewhere."""
+    try:
+        from prefect import get_run_logger
+
+        return get_run_logger()
+    except Exception:
+        return log
+
+
+def _in_prefect_run() -> bool:
+    try:
+        from prefect.context import FlowRunContext, TaskRunContext
+
+        return TaskRunContext.get() is not None or FlowRunContext.get() is not None
+    except Exception:
+        return False
+
+
+def _skipped(summary: dict[str, Any]) -> Any:
+    if not _in_prefect_run():
+        return summary
+    from prefect.states import Completed
+
+    return Completed(name="Skipped", message="skipped: already in the manifest", data=summary)
+
+
+def artifact_key(ctx: StageContext, what: str) -> str:
+    """Prefect artifact keys: lowercase letters, digits and dashes."""
+    raw = f"{ctx.layout.run}-iter{ctx.iteration}{'-' + ctx.branch if ctx.branch else ''}-{what}"
+    return re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-")[:200]
+
+
+def _table(rows: list[tuple[str, Any]]) -> str:
+    def cell(v: Any) -> str:
+        v = f"{v:.4g}" if isinstance(v, float) else str(v)
+        return v.replace("|", "\\|").replace("\n", " ")
+
+    return "| | |\n|---|---|\n" + "\n".join(f"| {cell(k)} | {cell(v)} |" for k, v in rows)
+
+
+def _publish(ctx: StageContext, key: str, summary: dict[str, Any]) -> None:
+    """The stage's manifest summary as a markdown artifact (rows, statuses, accuracies, path, seconds)."""
+    if not _in_prefect_run():
+        return
+    from prefect.artifacts import create_markdown_artifact
+
+    state = "skipped: already in the manifest" if summary.get("skipped") else "computed"
+    rows = [("stage", key), ("iteration", ctx.iteration), ("state", state)]
+    rows += [(k, v) for k, v in summary.items() if k != "skipped"]
+    try:
+        create_markdown_artifact(
+            key=artifact_key(ctx, key.replace("_", "-")), markdown=_table(rows), description=f"{key}: {state}"
+        )
+    except Exception as exc:  # the UI's view is never worth a failed stage
+        log.debug("artifact for %s not published: %s", key, exc)
+
+
+def publish_summary(ctx: StageContext, metrics: dict[str, float], note: str = "") -> None:
+    """The iteration's headline numbers as one artifact: rewards, accuracies, loss, timings, where the data is."""
+    if not _in_prefect_run():
+        return
+    from prefect.artifacts import create_markdown_artifact
+
+    wanted = ("reward/", "responder/", "questioner/parse_rate", "train/loss", "train/grad_norm", "train/tokens",
+              "seconds/wall", "overhead/share", "iteration/rounds")  # fmt: skip
+    rows = [("run", ctx.layout.run), ("iteration", ctx.iteration), ("artifacts", str(ctx.iter_dir))]
+    rows += [(k, v) for k, v in sorted(metrics.items()) if k.startswith(wanted) and not k.endswith("/n")]
+    if note:
+        rows.append(("note", note))
+    try:
+        create_markdown_artifact(
+            key=artifact_key(ctx, "summary"), markdown=_table(rows), description=f"iteration {ctx.iteration}"
+        )
+    except Exception as exc:
+        log.debug("iteration summary artifact not published: %s", exc)
 
 
 def _actor_died(exc: BaseException) -> bool:
@@ -160,7 +247,7 @@ def policy(ctx: StageContext) -> Any:
     import ray
 
     from spell.engine.policy import PolicySpec
-    from spell.engine.ray_policy import connect, policy_actor
+    from spell.engine.ray_policy import connect, policy_actor, warm
 
     connect(ctx.cfg.engine.ray_address)
     handle = _HANDLES.get(ctx.actor_name)
@@ -175,6 +262,8 @@ def policy(ctx: StageContext) -> Any:
         PolicySpec.from_config(ctx.cfg),
         checkpoint_root=str(ctx.checkpoint_root),
         initial_checkpoint=ctx.initial_checkpoint,
+        detached=warm() and ctx.cfg.engine.warm_policy_seconds > 0,
+        idle_timeout=ctx.cfg.engine.warm_policy_seconds if warm() else 0.0,
     )
     _HANDLES[ctx.actor_name] = handle
     return handle
@@ -190,11 +279,13 @@ def rollout(
     chunk: int = 16,
     role: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The actor's `rollout` in chunks of prompts, with a progress bar; chunk j samples with seed + j."""
-    from tqdm.auto import tqdm
+    """The actor's `rollout` in chunks of prompts, with progress (a bar on a terminal, log lines elsewhere);
+    chunk j samples with seed + j."""
+    from spell.progress import Progress
 
     out: list[dict[str, Any]] = []
-    with tqdm(total=len(prompts), desc=desc, unit="prompt", leave=False, disable=not prompts) as bar:
+    emit = stage_logger().info if _in_prefect_run() else None
+    with Progress(len(prompts), desc, unit="prompt", emit=emit) as bar:
         for j, i in enumerate(range(0, len(prompts), chunk)):
             part = {**params, "seed": None if params.get("seed") is None else params["seed"] + j}
             pf = prefills[i : i + chunk] if prefills else None

@@ -135,7 +135,7 @@ def test_rerun_of_complete_iteration_skips_every_stage(two_iterations):
 
 
 def test_replay_from_reward_writes_a_branch_and_keeps_the_original(two_iterations):
-    from flows.iteration import spell_replay
+    from flows.replay import spell_replay
 
     runs, first, _ = two_iterations
     orig = Path(first["dir"])

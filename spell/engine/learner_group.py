@@ -19,9 +19,10 @@ from typing import Any
 
 from spell.engine.fsdp import ShardedLearnerWorker, ShardingSettings, split_by_tokens
 from spell.engine.learner import LearnerSettings
+from spell.errors import SpellError
 
 
-class ClusterResourceError(RuntimeError):
+class ClusterResourceError(SpellError, RuntimeError):
     pass
 
 

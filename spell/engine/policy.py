@@ -81,6 +81,7 @@ class Policy:
         self.replicas = self._make_replicas(checkpoint)
         self.trained_iteration = 0
         self.busy_seconds = {"generate": 0.0, "train": 0.0}  # for bench/overhead.py
+        self.started_at = time.time()  # two flow runs that report the same value were served by one warm actor
         if ckpt:
             self._restore(ckpt, optimizer=self.spec.trains and not (lora and adapter is None))
 
@@ -378,6 +379,9 @@ class Policy:
             "backend": self.spec.backend,
             "learner_ranks": self.spec.learner_ranks,
             "busy_seconds": dict(self.busy_seconds),
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "spec": self.spec.to_dict(),
         }
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spell.errors import SpellError
+
 BENCHMARKS = ("docmath", "frames", "hotpotqa", "2wikimqa", "musique", "longbench-v2")
 LB_MQA = ("hotpotqa", "2wikimqa", "musique")
 DOCMATH_SPLITS = ("complong", "compshort", "simplong", "simpshort")
@@ -32,7 +34,7 @@ class EvalItem:
     golds: tuple[str, ...]
 
 
-class MissingBenchmarkData(FileNotFoundError):
+class MissingBenchmarkData(SpellError, FileNotFoundError):
     pass
 
 
@@ -65,6 +67,30 @@ def _first(data_dir: Path, candidates: list[str], benchmark: str) -> Path:
     raise MissingBenchmarkData(f"{benchmark}: no data file; expected one of: {expected}. Get {HOW_TO_GET[benchmark]}.")
 
 
+def missing_data(name: str, data_dir: str | Path) -> str | None:
+    """Why benchmark `name` cannot be loaded from `data_dir` (what to put where), or None when it can."""
+    if name not in BENCHMARKS:
+        return f"unknown benchmark {name!r} (known: {', '.join(BENCHMARKS)})"
+    d = Path(data_dir)
+    if name == "docmath":
+        files = [d / "docmath" / f"{s}-testmini.json" for s in DOCMATH_SPLITS]
+        if not any(f.is_file() for f in files):
+            return f"docmath: no data file; expected {', '.join(map(str, files))}. Get {HOW_TO_GET['docmath']}."
+        return None
+    try:
+        _first(d, _CANDIDATES[name](name), name)
+    except MissingBenchmarkData as exc:
+        return str(exc)
+    return None
+
+
+_CANDIDATES = {
+    "frames": lambda n: ["frames/frames.jsonl", "frames/frames.parquet", "frames/test.jsonl"],
+    "longbench-v2": lambda n: ["longbench-v2/data.json", "longbench-v2/data.jsonl"],
+    **{b: (lambda n: [f"longbench/{n}.jsonl", f"longbench/{n}_e.jsonl"]) for b in LB_MQA},
+}
+
+
 def load_benchmark(name: str, data_dir: str | Path, limit: int | None = None) -> list[EvalItem]:
     d = Path(data_dir)
     if name not in BENCHMARKS:
@@ -85,7 +111,7 @@ def load_benchmark(name: str, data_dir: str | Path, limit: int | None = None) ->
                     EvalItem(str(r["question_id"]), name, context, r["question"], None, (str(r["ground_truth"]),))
                 )
     elif name == "frames":
-        f = _first(d, ["frames/frames.jsonl", "frames/frames.parquet", "frames/test.jsonl"], name)
+        f = _first(d, _CANDIDATES[name](name), name)
         for i, r in enumerate(_rows(f)):
             wiki = r.get("wiki_items") or []
             if isinstance(wiki, str):
@@ -97,14 +123,14 @@ def load_benchmark(name: str, data_dir: str | Path, limit: int | None = None) ->
                 )
             )
     elif name in LB_MQA:
-        f = _first(d, [f"longbench/{name}.jsonl", f"longbench/{name}_e.jsonl"], name)
+        f = _first(d, _CANDIDATES[name](name), name)
         for i, r in enumerate(_rows(f)):
             answers = r["answers"] if isinstance(r["answers"], list) else [r["answers"]]
             items.append(
                 EvalItem(str(r.get("_id", i)), name, r["context"], r["input"], None, tuple(str(a) for a in answers))
             )
     else:  # longbench-v2
-        f = _first(d, ["longbench-v2/data.json", "longbench-v2/data.jsonl"], name)
+        f = _first(d, _CANDIDATES[name](name), name)
         for r in _rows(f):
             choices = {k: str(r[f"choice_{k}"]) for k in "ABCD"}
             items.append(EvalItem(str(r["_id"]), name, r["context"], r["question"], choices, (str(r["answer"]),)))

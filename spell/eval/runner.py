@@ -62,8 +62,13 @@ def run_benchmark(
     judge: Any | None,
     seed: int = 0,
     prefill: bool = False,
+    progress: Callable[[str], None] | None = None,
+    chunk: int = 8,
 ) -> BenchmarkResult:
-    """`prefill` starts each answer with the template's answer phrase (as `rollout.prefill` does in training)."""
+    """`prefill` starts each answer with the template's answer phrase (as `rollout.prefill` does in training).
+    Questions are generated `chunk` at a time, with progress (questions done, running rule score)."""
+    from spell.progress import Progress
+
     res = BenchmarkResult(benchmark)
     ids = [middle_truncate(x, cfg.max_input_tokens) for x in render([item_prompt(it) for it in items])]
     params = {
@@ -76,7 +81,20 @@ def run_benchmark(
     pre = None
     if prefill:
         pre = [prefill_responder(BENCHMARK_TASK[it.benchmark]) for it in items]
-    rollouts = (rollout(ids, params, None, pre) if pre else rollout(ids, params)) if items else []
+    rollouts: list[Row] = []
+    right = 0.0
+    with Progress(len(items), f"eval {benchmark}", unit="question", emit=progress) as bar:
+        for i in range(0, len(items), chunk):
+            part = {**params, "seed": params["seed"] + i}
+            got = (
+                rollout(ids[i : i + chunk], part, None, pre[i : i + chunk])
+                if pre
+                else rollout(ids[i : i + chunk], part)
+            )
+            rollouts += got
+            for it, ro in zip(items[i : i + chunk], got, strict=True):
+                right += sum(rule_score(it, c["text"])[1] for c in ro["completions"]) / max(len(ro["completions"]), 1)
+            bar.update(len(got), f"rule score {100 * right / len(rollouts):.1f}%")
     for it, ro, prompt_ids in zip(items, rollouts, ids, strict=True):
         for j, c in enumerate(ro["completions"]):
             pred, rule, f1 = rule_score(it, c["text"])
