@@ -32,7 +32,11 @@ def _spell(runs: Path, *args: str, kill_at: str | None = None, ray_tmp: Path) ->
     if kill_at:
         env["SPELL_FAULT_KILL"] = kill_at
     log = ray_tmp.with_suffix(".log")
-    sets = [a for s in [f"run.runs_dir={runs}", *QUIET] for a in ("--set", s)]
+    from spell.engine.ray_policy import shared_address
+
+    # the session's Ray (ray_local): a killed driver's actors die with its job; the next process joins in a
+    # second instead of starting its own instance (a stale actor found by name is replaced, see policy_actor)
+    sets = [a for s in [f"run.runs_dir={runs}", f"engine.ray_address={shared_address()}", *QUIET] for a in ("--set", s)]
     cmd = ["run", "--config", CONFIG, "--run", "killed", *sets, *args]
     rc = run_spell(cmd, log, ray_tmp, env)
     return rc, log.read_text()[-3000:]

@@ -1,0 +1,144 @@
+"""Shared-prefix rows for the learner: the G answers of one prompt computed over one copy of the prompt.
+
+A responder group is G sequences with identical prompt ids (the paper: 16K-token prompts, G=8), and the
+verifier's votes share theirs too. Laid out separately, every forward and backward computes the prompt G
+times. Here a group becomes one row `[prompt, r1, ..., rG]`: prompt tokens attend causally among
+themselves, each answer attends to the whole prompt and causally to itself only, and each answer's position
+ids continue from the prompt, so every answer token sees exactly what it saw when sampled. Several groups
+may share a row (packing), each its own block. Loss and gradients equal the separate layout (tested).
+
+The mask is dense (a [1, 1, T, T] additive mask for SDPA, exact on every backend) or, on GPU with
+`flex_attention`, a block-sparse `BlockMask` built from the same rule (`mask_mod`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+
+def prefix_units(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], budget: int) -> list[list[int]]:
+    """Sequence indices grouped by identical prompt (first-appearance order), each group split into chunks
+    whose unique tokens (prompt once + its answers) fit `budget` (a chunk repeats the prompt)."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(tuple(p), []).append(i)
+    units: list[list[int]] = []
+    for key, members in groups.items():
+        chunk: list[int] = []
+        cost = len(key)
+        for i in members:
+            n = len(responses[i])
+            if chunk and cost + n > budget:
+                units.append(chunk)
+                chunk, cost = [], len(key)
+            chunk.append(i)
+            cost += n
+        units.append(chunk)
+    return units
+
+
+def unit_tokens(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], unit: Sequence[int]) -> int:
+    """Tokens a unit costs in a shared row: its prompt once plus every answer."""
+    return len(prompts[unit[0]]) + sum(len(responses[i]) for i in unit)
+
+
+def segments(units: Sequence[Sequence[int]], prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]):
+    """Per token of the row: its block (unit), its answer (-1 for prompt tokens), its position id."""
+    block: list[int] = []
+    answer: list[int] = []
+    pos: list[int] = []
+    ids: list[int] = []
+    for b, unit in enumerate(units):
+        p = list(prompts[unit[0]])
+        ids += p
+        block += [b] * len(p)
+        answer += [-1] * len(p)
+        pos += list(range(len(p)))
+        for i in unit:
+            r = list(responses[i])
+            ids += r
+            block += [b] * len(r)
+            answer += [i] * len(r)
+            pos += list(range(len(p), len(p) + len(r)))
+    return ids, block, answer, pos
+
+
+def allowed(block: torch.Tensor, answer: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+    """The attention rule, shared by the dense mask and flex_attention's mask_mod: same block, causal, and a
+    key that is a prompt token or a token of the query's own answer."""
+    return (block[q] == block[kv]) & (kv <= q) & ((answer[kv] == -1) | (answer[kv] == answer[q]))
+
+
+def dense_mask(block: torch.Tensor, answer: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    t = torch.arange(block.numel())
+    ok = allowed(block, answer, t[:, None], t[None, :])
+    return torch.where(ok, 0.0, torch.finfo(dtype).min).to(dtype)[None, None]
+
+
+def flex_block_mask(block: torch.Tensor, answer: torch.Tensor, device: torch.device) -> Any:
+    """The same rule as a flex_attention BlockMask: only the (query, key) tiles with an allowed pair are computed."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    block, answer = block.to(device), answer.to(device)
+
+    def mask_mod(b: Any, h: Any, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        return allowed(block, answer, q, kv)
+
+    n = block.numel()
+    return create_block_mask(mask_mod, B=None, H=None, Q_LEN=n, KV_LEN=n, device=device)
+
+
+def shared_row(
+    units: Sequence[Sequence[int]],
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    order: Sequence[int],
+    dtype: torch.dtype,
+    mask: str = "dense",
+) -> dict[str, Any]:
+    """Model inputs for one shared-prefix row and where each answer token's logit sits.
+
+    `order` lists the sequences of the row as the loss targets do (owner j = order.index(sequence)); the
+    first answer token of every answer in a block is predicted from the same last prompt position, so
+    `keep` may repeat a position. `mask`: 'dense' (SDPA), 'flex' (a BlockMask) or 'none' (caller's)."""
+    if any(len(prompts[u[0]]) == 0 for u in units):
+        raise ValueError("a shared-prefix row needs at least one prompt token per block")
+    ids, block, answer, pos = segments(units, prompts, responses)
+    owner_of = {s: j for j, s in enumerate(order)}
+    keep: list[int] = []
+    targets: list[int] = []
+    owner: list[int] = []
+    col: list[int] = []
+    start = 0
+    for unit in units:
+        p_len = len(prompts[unit[0]])
+        last_prompt = start + p_len - 1
+        offset = start + p_len
+        for i in unit:
+            r = responses[i]
+            for j in range(len(r)):
+                keep.append(last_prompt if j == 0 else offset + j - 1)
+                targets.append(int(r[j]))
+                owner.append(owner_of[i])
+                col.append(j)
+            offset += len(r)
+        start = offset
+    b, a = torch.tensor(block), torch.tensor(answer)
+    attention: Any = None
+    if mask == "dense":
+        attention = dense_mask(b, a, dtype)
+    elif mask == "flex":
+        attention = ("flex", b, a)  # built on the model's device by the learner
+    return {
+        "input_ids": torch.tensor([ids], dtype=torch.long),
+        "position_ids": torch.tensor([pos], dtype=torch.long),
+        "attention_mask": attention,
+        "keep": torch.tensor(keep, dtype=torch.long),
+        "targets": torch.tensor(targets, dtype=torch.long),
+        "owner": torch.tensor(owner, dtype=torch.long),
+        "col": torch.tensor(col, dtype=torch.long),
+        "tokens": len(ids),
+    }
