@@ -17,6 +17,7 @@ import torch
 from _common import machine, small_model, timed
 from transformers import AutoModelForCausalLM
 
+from spell.engine.layouts import padded_batch
 from spell.engine.learner import Learner, LearnerSettings, TrainSequence
 
 
@@ -61,7 +62,7 @@ def main() -> None:
 
     # Second reference: bare fwd+bwd on spell's own padded micro-batches (isolates spell's overhead:
     # collation, log-probs, the clipped loss).
-    mbs = [learner._collate([seqs[i] for i in mb]) for mb in learner.micro_batches(seqs)]
+    mbs = [padded_batch([seqs[i] for i in mb], 0) for mb in learner.micro_batches(seqs)]
 
     def bare_same_batches():
         opt.zero_grad()

@@ -49,6 +49,13 @@ class EngineConfig(_Section):
     actor_restarts: int = _field(
         2, "Times a stage is retried after the policy actor died (rebuilt from the latest checkpoint).", ge=0
     )
+    shared_prefix: bool = _field(
+        True,
+        "Compute each prompt once per group in the GRPO step: the G answers of a question (and the votes on an "
+        "answer) go in one row [prompt, r1..rG], each answer attending to the prompt and to itself only, with "
+        "the same loss and gradients as separate rows. A dense SDPA mask (CPU), flex_attention's block mask "
+        "where the model uses it; off with flash-attn's varlen kernel and with sequence_parallel > 1.",
+    )
     packing: bool = _field(
         False,
         "Pack training sequences into rows without padding (variable-length attention: flash-attn when "

@@ -136,3 +136,19 @@ def test_prefill_once_per_prompt(gen):
     before = gen.prefill_tokens
     gen.generate([prompt], SamplingParams(n=4, temperature=1.0, max_new_tokens=4, seed=0))
     assert gen.prefill_tokens - before == len(prompt)
+
+
+def test_shared_prefill_equals_per_sample_copies(tiny_model_dir):
+    """`share_prefill=False` (each sample prefills its own copy: the layout before) gives the same tokens, greedy and
+    seeded, and computes n times the prompt tokens."""
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    shared = TransformersGenerator(model, tok, token_budget=2048)
+    copies = TransformersGenerator(model, tok, token_budget=2048, share_prefill=False)
+    for p in (
+        SamplingParams(n=3, temperature=0, max_new_tokens=8),
+        SamplingParams(n=3, temperature=1.0, max_new_tokens=8, seed=5),
+    ):
+        a, b = shared.generate(PROMPTS, p), copies.generate(PROMPTS, p)
+        assert [[c.token_ids for c in row] for row in a] == [[c.token_ids for c in row] for row in b]
+    assert copies.prefill_tokens == 3 * shared.prefill_tokens

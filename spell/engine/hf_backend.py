@@ -57,8 +57,10 @@ class TransformersGenerator:
         token_budget: int = 16384,
         max_context: int | None = None,
         compute_dtype: torch.dtype | None = None,
+        share_prefill: bool = True,
     ):
         self.model, self.tokenizer, self.token_budget = model, tokenizer, token_budget
+        self.share_prefill = share_prefill  # False: each sample prefills its own copy (the layout before; benches)
         # fp32 master weights generate under autocast; one autocast region casts each weight once per call
         self.compute_dtype = None if compute_dtype in (None, torch.float32) else compute_dtype
         cfg_ctx = getattr(model.config, "max_position_embeddings", None)
@@ -135,6 +137,9 @@ class TransformersGenerator:
     ) -> list[list[Completion]]:
         """Prefill the unique prompts once (left-padded), expand the cache to n rows each, then decode."""
         dev, n = self.device, params.n
+        copies = 1 if self.share_prefill else n
+        if copies > 1:
+            batch_ids = [ids for ids in batch_ids for _ in range(copies)]
         width = max(len(ids) for ids in batch_ids)
         input_ids = torch.full((len(batch_ids), width), self.pad_id, dtype=torch.long)
         attn = torch.zeros((len(batch_ids), width), dtype=torch.long)
@@ -147,7 +152,9 @@ class TransformersGenerator:
                          logits_to_keep=1)  # fmt: skip
         self.prefill_tokens += sum(len(ids) for ids in batch_ids)
         cache, logits, last = getattr(out, self._cache_kw), out.logits[:, -1, :], pos[:, -1]
-        if n > 1:
+        if copies > 1:
+            batch_ids = batch_ids[::copies]
+        elif n > 1:
             cache.batch_repeat_interleave(n)
             logits, attn, last = logits.repeat_interleave(n, 0), attn.repeat_interleave(n, 0), last.repeat_interleave(n)
         gens = self._generators(prompt_indices, params)

@@ -19,8 +19,7 @@ from typing import Any
 
 import torch
 
-from spell.engine.generation import min_padding_batches
-from spell.engine.packing import pack_first_fit, packed_row
+from spell.engine.layouts import PACKED, PADDED, SHARED, micro_batches, padded_batch, row_batch
 from spell.loss import LossStats, policy_loss, sequence_logprobs, token_logprobs
 
 
@@ -56,6 +55,7 @@ class LearnerSettings:
     packing: bool = False
     sequence_parallel: int = 1  # ranks sharing each sequence (Ulysses, see spell.engine.ulysses)
     temperature: float = 1.0  # the rollout temperature: log-probs are those of softmax(logits / T)
+    shared_prefix: bool = False  # the answers of one prompt over one copy of it (spell.engine.shared_prefix)
 
 
 class Learner:
@@ -100,61 +100,25 @@ class Learner:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def micro_batches(self, seqs: Sequence[TrainSequence]) -> list[list[int]]:
-        lengths = [len(s.prompt_ids) + len(s.response_ids) for s in seqs]
-        if self.settings.packing:
-            return pack_first_fit(lengths, self.settings.token_budget)
-        return min_padding_batches(lengths, self.settings.token_budget)
-
     @property
     def varlen(self) -> bool:
         """flash-attn reads sequence boundaries from the position ids; other kernels need a mask."""
-        impl = str(getattr(getattr(self.model, "config", None), "_attn_implementation", "") or "")
-        return impl.startswith("flash")
+        return self._attn_impl.startswith("flash")
 
-    @staticmethod
-    def _targets(seqs: Sequence[TrainSequence]) -> dict[str, torch.Tensor]:
-        """Response masks, old log-probs and advantages, right-aligned to the longest response: the layout
-        the loss sees, whatever layout (padded or packed) the model sees."""
-        resp = max(len(s.response_ids) for s in seqs)
-        target_mask = torch.zeros((len(seqs), resp), dtype=torch.float32)
-        old = torch.zeros((len(seqs), resp), dtype=torch.float32)
-        has_old = torch.zeros(len(seqs), dtype=torch.bool)
-        for row, s in enumerate(seqs):
-            n = len(s.response_ids)
-            if n:
-                target_mask[row, resp - n :] = 1.0
-            if s.old_logprobs is not None:
-                if len(s.old_logprobs) != n:
-                    raise ValueError(f"old_logprobs has {len(s.old_logprobs)} values for {n} response tokens")
-                old[row, resp - n :] = torch.tensor(s.old_logprobs, dtype=torch.float32)
-                has_old[row] = True
-        adv = torch.tensor([s.advantage for s in seqs], dtype=torch.float32)
-        return {"target_mask": target_mask, "old": old, "has_old": has_old, "adv": adv, "resp": torch.tensor(resp)}
+    @property
+    def _attn_impl(self) -> str:
+        return str(getattr(getattr(self.model, "config", None), "_attn_implementation", "") or "")
 
-    def _collate(self, seqs: Sequence[TrainSequence]) -> dict[str, Any]:
-        """Left-padded ids, attention mask, position ids, and the loss targets.
+    @property
+    def layout(self) -> str:
+        """shared (engine.shared_prefix; not with flash-attn's varlen kernel, which takes no tree mask),
+        packed (engine.packing) or padded."""
+        if self.settings.shared_prefix and not self.varlen:
+            return SHARED
+        return PACKED if self.settings.packing or self.settings.shared_prefix else PADDED
 
-        Left padding puts every response at the right edge, so logits are only needed for the last
-        `longest response + 1` positions.
-        """
-        lengths = [len(s.prompt_ids) + len(s.response_ids) for s in seqs]
-        width = max(lengths)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, s in enumerate(seqs):
-            full = s.prompt_ids + s.response_ids
-            ids[row, width - len(full) :] = torch.tensor(full, dtype=torch.long)
-            attn[row, width - len(full) :] = 1
-        positions = (attn.cumsum(-1) - 1).clamp(min=0)
-        return {
-            "ids": ids,
-            "attn": attn,
-            "positions": positions,
-            "tokens": ids.numel(),
-            "real": sum(lengths),
-            **self._targets(seqs),
-        }
+    def micro_batches(self, seqs: Sequence[TrainSequence]) -> list[list[int]]:
+        return micro_batches(seqs, self.layout, self.settings.token_budget)
 
     def _response_logprobs(self, model: torch.nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
         """Log-probs of the last `resp` tokens of each row, shape [B, resp] (right-aligned, as collated)."""
@@ -173,20 +137,20 @@ class Learner:
         ids_tail = b["ids"][:, -(resp + 1) :].to(dev)
         return sequence_logprobs(out.logits, ids_tail, self.temperature)
 
-    def _collate_packed(self, seqs: Sequence[TrainSequence]) -> dict[str, Any]:
-        """The loss targets as in the padded layout, but the model sees one packed row (no padding)."""
-        dtype = self.autocast_dtype or next(self.model.parameters()).dtype
-        row = packed_row([x.prompt_ids for x in seqs], [x.response_ids for x in seqs], self.varlen, dtype)
-        return {"packed": row, "tokens": row["tokens"], "real": row["tokens"], **self._targets(seqs)}
-
     def _packed_logprobs(self, model: torch.nn.Module, b: dict[str, Any]) -> torch.Tensor:
         row, dev = b["packed"], self.device
         mask = row["attention_mask"]
+        if isinstance(mask, tuple):  # ("flex", block ids, answer ids): a BlockMask on the model's device
+            from spell.engine.shared_prefix import flex_block_mask
+
+            mask = flex_block_mask(mask[1], mask[2], dev)
+        elif mask is not None:
+            mask = mask.to(dev)
         with self.compute():
             out = model(
                 input_ids=row["input_ids"].to(dev),
                 position_ids=row["position_ids"].to(dev),
-                attention_mask=None if mask is None else mask.to(dev),
+                attention_mask=mask,
                 logits_to_keep=row["keep"].to(dev),
                 use_cache=False,
             )
@@ -199,7 +163,10 @@ class Learner:
         return lp.index_put((owner, resp - lengths[owner] + col), flat)
 
     def _batch(self, seqs: Sequence[TrainSequence]) -> dict[str, Any]:
-        return self._collate_packed(seqs) if self.settings.packing else self._collate(seqs)
+        if self.layout == PADDED:
+            return padded_batch(seqs, self.pad_id)
+        dtype = self.autocast_dtype or next(self.model.parameters()).dtype
+        return row_batch(seqs, self.layout, self.varlen, dtype, flex=self._attn_impl == "flex_attention")
 
     @torch.no_grad()
     def logprobs(self, seqs: Sequence[TrainSequence]) -> list[list[float]]:
@@ -232,7 +199,7 @@ class Learner:
         s = self.settings
         if total_tokens is None:
             total_tokens = float(sum(len(x.response_ids) for x in seqs))
-        stats, loss_total, padded, real = LossStats(), 0.0, 0, 0
+        stats, loss_total, padded, real, seq_tokens = LossStats(), 0.0, 0, 0, 0
         micro = self.micro_batches(seqs)
         for mb in micro:
             if s.sequence_parallel > 1:
@@ -240,11 +207,12 @@ class Learner:
                 loss.backward()
                 loss_total += float(loss.item())
                 stats += mb_stats
-                padded, real = padded + mb_padded, real + mb_real
+                padded, real, seq_tokens = padded + mb_padded, real + mb_real, seq_tokens + mb_real
                 continue
             b = self._batch([seqs[i] for i in mb])
             padded += b["tokens"]
             real += b["real"]
+            seq_tokens += b["sequence_tokens"]
             lp = self._response_logprobs(self.model, b)
             mask = b["target_mask"].to(lp.device)
             old = torch.where(b["has_old"].to(lp.device)[:, None], b["old"].to(lp.device), lp.detach())
@@ -278,6 +246,9 @@ class Learner:
             "sequences": float(len(seqs)),
             "padding_fraction": 1.0 - real / max(padded, 1),
             "micro_batches": float(len(micro)),
+            # tokens the model computed vs the trajectories' own lengths (< 1 with shared prefixes)
+            "computed_tokens": float(padded),
+            "sequence_tokens": float(seq_tokens),
         }
 
     def _sequence_parallel_loss(

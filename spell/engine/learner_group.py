@@ -19,6 +19,7 @@ from typing import Any
 
 from spell.engine.fsdp import ShardedLearnerWorker, ShardingSettings, split_by_tokens
 from spell.engine.learner import LearnerSettings
+from spell.engine.shared_prefix import prefix_units, unit_tokens
 from spell.errors import SpellError
 
 
@@ -122,6 +123,7 @@ class LearnerGroup:
         self.info = ray.get([a.setup.remote(addr, port, checkpoint) for a in self.actors])
         self.world = world
         self.sp = sharding.sequence_parallel
+        self.settings = learner
 
     def _all(self, method: str, *per_rank_args: Any, same: tuple[Any, ...] = ()) -> list[Any]:
         import ray
@@ -137,8 +139,7 @@ class LearnerGroup:
         seqs = [s for s in seqs if len(s["response_ids"])]
         if not seqs:
             return {"loss": 0.0, "grad_norm": 0.0, "tokens": 0.0, "skipped": 1.0, "seconds": 0.0}
-        lengths = [len(s["prompt_ids"]) + len(s["response_ids"]) for s in seqs]
-        groups = [[seqs[i] for i in idx] for idx in split_by_tokens(lengths, self.world // self.sp)]
+        groups = [[seqs[i] for i in idx] for idx in self._split(seqs)]
         parts = [groups[r // self.sp] for r in range(self.world)]  # a sequence-parallel group shares its part
         total = float(sum(len(s["response_ids"]) for s in seqs))
         n_micro = max(self._all("micro_batch_count", parts))
@@ -149,6 +150,17 @@ class LearnerGroup:
         m["padding_fraction"] = sum(o.get("padding_fraction", 0.0) for o in out) / len(out)
         m["micro_batches"] = float(n_micro)
         return m
+
+    def _split(self, seqs: list[dict[str, Any]]) -> list[list[int]]:
+        """Sequence indices per data-parallel rank, balanced by tokens; with shared prefixes a prompt group
+        stays on one rank, so its prompt is computed once."""
+        world = self.world // self.sp
+        if not self.settings.shared_prefix:
+            return split_by_tokens([len(s["prompt_ids"]) + len(s["response_ids"]) for s in seqs], world)
+        prompts, responses = [s["prompt_ids"] for s in seqs], [s["response_ids"] for s in seqs]
+        units = prefix_units(prompts, responses, self.settings.token_budget)
+        parts = split_by_tokens([unit_tokens(prompts, responses, u) for u in units], world)
+        return [sorted(i for u in part for i in units[u]) for part in parts]
 
     def full_state_dict(self) -> dict[str, Any]:
         return self._all("full_state_dict")[0]

@@ -176,7 +176,12 @@ class Policy:
         from spell.engine.hf_backend import TransformersGenerator
 
         return TransformersGenerator(
-            self.model, self.tokenizer, self.spec.generation_token_budget, self.spec.max_context, self.dtype
+            self.model,
+            self.tokenizer,
+            self.spec.generation_token_budget,
+            self.spec.max_context,
+            self.dtype,
+            share_prefill=self.spec.learner.shared_prefix,
         )
 
     def _make_scripted(self) -> Any:

@@ -71,6 +71,7 @@ class PolicySpec:
                 token_budget=cfg.engine.train_token_budget,
                 packing=cfg.engine.packing,
                 temperature=cfg.rollout.temperature,
+                shared_prefix=cfg.engine.shared_prefix and cfg.engine.sequence_parallel == 1,
             ),
             cache_dir=str(Path(cfg.run.runs_dir) / ".models"),
             scripted_roles=tuple(cfg.engine.scripted_roles),
