@@ -34,3 +34,95 @@ def timed(fn, repeats: int = 3) -> tuple[float, object]:
         out = fn()
         best = min(best, time.perf_counter() - t)
     return best, out
+
+
+def default_model(cache_dir: str = "runs/.models") -> str:
+    """The model the default preset runs (SmolLM2-135M-Instruct, prepared once from its PyPI package)."""
+    from spell.engine.models import prepare
+
+    return str(prepare("smollm2", cache_dir))
+
+
+def bench_model(toy: bool, hidden: int = 256) -> str:
+    """`--toy`: the random small Qwen2 (seconds); otherwise the default preset's model."""
+    return small_model(hidden) if toy else default_model()
+
+
+def describe(model) -> str:
+    c = model.config
+    n = sum(p.numel() for p in model.parameters()) / 1e6
+    return f"{c.model_type}, {n:.0f}M params, hidden {c.hidden_size}, {c.num_hidden_layers} layers"
+
+
+def layer_linear_shapes(model) -> list[tuple[int, int]]:
+    """(in, out) of every Linear inside the decoder layers (the lm_head and embeddings are separate)."""
+    return [
+        (m.in_features, m.out_features)
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and ".layers." in f".{name}"
+    ]
+
+
+def forward_flops_per_token(model, context: float, head: bool) -> float:
+    """Forward FLOPs of one token: 2 x decoder-layer Linear weights, attention over `context` earlier
+    tokens on average (QK^T and AV: 4 x hidden x context per layer), the lm_head where `head`.
+    Embedding lookups are not FLOPs and are not counted."""
+    c = model.config
+    linear = 2 * sum(i * o for i, o in layer_linear_shapes(model))
+    attn = (
+        4
+        * c.num_hidden_layers
+        * c.num_attention_heads
+        * getattr(c, "head_dim", c.hidden_size // c.num_attention_heads)
+        * context
+    )
+    return linear + attn + (2 * c.hidden_size * c.vocab_size if head else 0)
+
+
+def gemm_rate(model, tokens: int = 1024, repeats: int = 3) -> float:
+    """FLOP/s of bare fp32 GEMMs of the model's own layer shapes on `tokens` rows, measured now (the
+    machine's matmul limit for this model, the denominator of every 'share of the GEMM limit')."""
+    shapes = sorted(set(layer_linear_shapes(model)))
+    xs = {i: torch.randn(tokens, i) for i, _ in shapes}
+    ws = [(i, torch.randn(i, o)) for i, o in shapes]
+    flops = sum(2 * tokens * w.shape[0] * w.shape[1] for _, w in ws)
+
+    def run():
+        for i, w in ws:
+            xs[i] @ w
+
+    t, _ = timed(run, repeats=repeats)
+    return flops / t
+
+
+def head_rate(model, tokens: int = 256, repeats: int = 3) -> float:
+    """FLOP/s of the bare fp32 lm_head GEMM (hidden x vocab), measured now: its shape runs at its own rate."""
+    c = model.config
+    x, w = torch.randn(tokens, c.hidden_size), torch.randn(c.hidden_size, c.vocab_size)
+    t, _ = timed(lambda: x @ w, repeats=repeats)
+    return 2 * tokens * c.hidden_size * c.vocab_size / t
+
+
+def word_prompts(tok, count: int, tokens: int, seed: int = 0) -> list[list[int]]:
+    """`count` prompts of about `tokens` tokens of real English (the built-in Wikipedia corpus when present,
+    else a fixed word list), rendered with the chat template as the roles' prompts are."""
+    import random
+
+    from spell.engine.generation import render_prompt
+
+    rng = random.Random(seed)
+    try:
+        from spell.corpus import load_corpus
+
+        words = " ".join(
+            d for c in list(load_corpus("builtin:wiki").clusters.values())[:50] for d in c.documents
+        ).split()
+    except Exception:  # a bench falls back to synthetic text
+        words = ["the", "bridge", "opened", "in", "1932", "and", "revenue", "grew", "from", "1,200", "to"]
+    out = []
+    for _ in range(count):
+        start = rng.randrange(max(len(words) - 4 * tokens, 1))
+        text = " ".join(words[start : start + tokens])
+        ids = render_prompt(tok, [{"role": "user", "content": text + "\nQuestion: what is this about?"}])
+        out.append(ids[-tokens:] if len(ids) > tokens else ids)
+    return out

@@ -1,11 +1,15 @@
-"""Learner throughput: spell's GRPO step vs a bare forward+backward on the same tokens, packed.
+"""Learner throughput on the default preset's model and batch shape: separate rows vs shared-prefix rows.
 
-    python bench/learner.py [--sequences 48] [--budget 4096]
+    python bench/learner.py            # SmolLM2-135M (the default preset's model), a default-preset GRPO batch
+    python bench/learner.py --toy      # a random 2.6M Qwen2, seconds
 
-Prints trained tokens/s of both, their ratio (target >= 0.9) and the padding fraction of spell's
-token-budget micro-batches on a mix of long and short sequences (target < 10%), then the same step
-with `engine.packing` (no padding; on CPU the SDPA block mask costs what padding saved, on GPU
-flash-attn's varlen kernel needs no mask).
+The batch is shaped like a default-preset step: 2 responder groups of G answers over ~650-token prompts,
+questioner rows with their own prompts, one verifier group of votes over one prompt. Prints, measured in
+one run: the machine's fp32 GEMM rate on the model's layer shapes; then per layout (padded rows, packed
+rows, shared-prefix rows): prompt tokens computed per unique prompt token, step wall time, trained
+tokens/s and its share of what the GEMM rate allows (forward + backward = 3x forward FLOPs of the tokens
+computed); the gradient of the shared layout against the padded one; bare forward+backward on the
+padded micro-batches (spell's own overhead).
 """
 
 from __future__ import annotations
@@ -14,90 +18,101 @@ import argparse
 import random
 
 import torch
-from _common import machine, small_model, timed
+from _common import bench_model, describe, forward_flops_per_token, gemm_rate, head_rate, machine, timed
 from transformers import AutoModelForCausalLM
 
 from spell.engine.layouts import padded_batch
 from spell.engine.learner import Learner, LearnerSettings, TrainSequence
 
 
+def default_batch(vocab: int, group: int, prompt_tokens: int, votes: int, seed: int = 0) -> list[TrainSequence]:
+    rng = random.Random(seed)
+
+    def ids(n: int) -> list[int]:
+        return [rng.randrange(3, vocab) for _ in range(n)]
+
+    seqs = []
+    for _ in range(2):  # responder groups: G answers over one prompt
+        p = ids(prompt_tokens + rng.randint(-50, 50))
+        seqs += [TrainSequence(p, ids(rng.randint(8, 24)), advantage=rng.uniform(-1, 1)) for _ in range(group)]
+    seqs += [TrainSequence(ids(600), ids(rng.randint(60, 128)), advantage=rng.uniform(-1, 1)) for _ in range(2)]
+    p = ids(prompt_tokens // 2)
+    seqs += [TrainSequence(p, ids(rng.randint(2, 6)), advantage=rng.uniform(-1, 1)) for _ in range(votes)]
+    return seqs
+
+
+def grads(model, learner: Learner, seqs) -> torch.Tensor:
+    """The flattened gradient of one step's loss (the optimizer step itself is not taken)."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    learner.backward(seqs)
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sequences", type=int, default=48)
-    ap.add_argument("--budget", type=int, default=4096)
-    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--toy", action="store_true", help="random 2.6M Qwen2 instead of SmolLM2-135M")
+    ap.add_argument("--group", type=int, default=4, help="responder.group_size G")
+    ap.add_argument("--prompt-tokens", type=int, default=650)
+    ap.add_argument("--votes", type=int, default=3)
+    ap.add_argument("--budget", type=int, default=4096, help="engine.train_token_budget of the default preset")
     args = ap.parse_args()
-    path = small_model(args.hidden)
-    model = AutoModelForCausalLM.from_pretrained(path)
-    vocab = model.config.vocab_size
-    rng = random.Random(0)
-    seqs = []
-    for i in range(args.sequences):
-        long = i % 4 == 0  # a mix: a quarter long prompts, the rest short
-        p = [rng.randrange(3, vocab) for _ in range(rng.randint(600, 1000) if long else rng.randint(30, 200))]
-        r = [rng.randrange(3, vocab) for _ in range(rng.randint(20, 200))]
-        seqs.append(TrainSequence(p, r, advantage=rng.uniform(-1, 1)))
+    path = bench_model(args.toy)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    seqs = default_batch(model.config.vocab_size, args.group, args.prompt_tokens, args.votes)
     total = sum(len(s.prompt_ids) + len(s.response_ids) for s in seqs)
+    unique_prompt = sum(len(p) for p in {tuple(s.prompt_ids) for s in seqs})
+    limit, head_limit = gemm_rate(model), head_rate(model)
+    print(f"machine: {machine()}, torch threads {torch.get_num_threads()}")
+    print(f"model: {describe(model)}; {len(seqs)} sequences, {total} tokens, {unique_prompt} unique prompt tokens")
+    print(f"fp32 GEMM rate on the model's layer shapes: {limit / 1e9:.1f} GFLOP/s, lm_head {head_limit / 1e9:.1f}")
 
-    learner = Learner(model, LearnerSettings(token_budget=args.budget))
-    t_ours, metrics = timed(lambda: learner.train_step(seqs), repeats=2)
-    packed = Learner(model, LearnerSettings(token_budget=args.budget, packing=True))
-    t_packed, m_packed = timed(lambda: packed.train_step(seqs), repeats=2)
+    layouts = {
+        "padded": LearnerSettings(token_budget=args.budget, lr=0.0),
+        "packed": LearnerSettings(token_budget=args.budget, lr=0.0, packing=True),
+        "shared": LearnerSettings(token_budget=args.budget, lr=0.0, shared_prefix=True),
+    }
+    walls, grad = {}, {}
+    for name, settings in layouts.items():
+        learner = Learner(model, settings)
+        t, m = timed(lambda lr=learner: lr.train_step(seqs), repeats=1)
+        walls[name] = t
+        computed = m["computed_tokens"]
+        resp = sum(len(s.response_ids) for s in seqs)
+        prompt_computed = computed - resp
+        # what the GEMM rates allow: forward + backward = 3x the forward FLOPs of the tokens computed,
+        # the lm_head only where a response token is predicted
+        per_token = forward_flops_per_token(model, computed / max(m["micro_batches"], 1) / 2, head=False)
+        head = 2 * model.config.hidden_size * model.config.vocab_size
+        ideal = 3 * (computed * per_token / limit + resp * head / head_limit)
+        print(
+            f"{name:>6}: {t:.1f}s, {m['micro_batches']:.0f} micro-batches, {computed:.0f} tokens computed "
+            f"(prompt {prompt_computed / unique_prompt:.2f}x unique), {total / t:.0f} sequence tok/s, "
+            f"{100 * ideal / t:.0f}% of the GEMM limit"
+        )
+        grad[name] = grads(model, learner, seqs)
+    ref = grad["padded"]
+    for name in ("packed", "shared"):
+        rel = (grad[name] - ref).norm() / ref.norm()
+        print(f"gradient {name} vs padded: relative L2 difference {rel:.2e}")
+    print(f"speed-up shared vs padded: {walls['padded'] / walls['shared']:.2f}x   (target >= 1.8x)")
 
-    # Reference: the same tokens packed into rows of `budget` tokens, plain LM loss, forward+backward.
-    flat = [t for s in seqs for t in s.prompt_ids + s.response_ids]
-    rows = [flat[i : i + args.budget] for i in range(0, len(flat), args.budget)]
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    learner = Learner(model, layouts["padded"])
+    mbs = [padded_batch([seqs[i] for i in mb], 0) for mb in learner.micro_batches(seqs)]
+    opt = torch.optim.AdamW(model.parameters(), lr=0.0)
 
     def bare():
         opt.zero_grad()
-        for row in rows:
-            ids = torch.tensor([row])
-            out = model(input_ids=ids, labels=ids, use_cache=False)
-            (out.loss * len(row) / len(flat)).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-
-    t_bare, _ = timed(bare, repeats=2)
-
-    # Second reference: bare fwd+bwd on spell's own padded micro-batches (isolates spell's overhead:
-    # collation, log-probs, the clipped loss).
-    mbs = [padded_batch([seqs[i] for i in mb], 0) for mb in learner.micro_batches(seqs)]
-
-    def bare_same_batches():
-        opt.zero_grad()
         for b in mbs:
-            out = model(
-                input_ids=b["ids"],
-                attention_mask=b["attn"],
-                position_ids=b["positions"],
-                use_cache=False,
-                logits_to_keep=int(b["resp"]) + 1,
-            )
+            out = model(input_ids=b["ids"], attention_mask=b["attn"], position_ids=b["positions"], use_cache=False,
+                        logits_to_keep=int(b["resp"]) + 1)  # fmt: skip
             out.logits.float().logsumexp(-1).mean().backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
-    t_same, _ = timed(bare_same_batches, repeats=2)
-    ours, ref, same = total / t_ours, total / t_bare, total / t_same
-    print(f"machine: {machine()}")
+    t_bare, _ = timed(bare, repeats=1)
     print(
-        f"model: random Qwen2, hidden {args.hidden}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params; "
-        f"{len(seqs)} sequences, {total} tokens, token budget {args.budget}"
-    )
-    print(
-        f"spell Learner.train_step: {t_ours:.2f}s = {ours:.0f} tok/s "
-        f"({metrics['micro_batches']:.0f} micro-batches, padding {100 * metrics['padding_fraction']:.1f}%)"
-    )
-    print(f"bare packed fwd+bwd:      {t_bare:.2f}s = {ref:.0f} tok/s ({len(rows)} packed rows)")
-    print(f"bare fwd+bwd on spell's micro-batches: {t_same:.2f}s = {same:.0f} tok/s")
-    print(f"ratio (spell / bare packed): {ours / ref:.3f}   (target >= 0.9)")
-    print(f"ratio (spell / bare on the same micro-batches): {ours / same:.3f}   (spell's own overhead)")
-    print(f"padding fraction: {100 * metrics['padding_fraction']:.1f}%   (target < 10%)")
-    print(
-        f"spell with engine.packing (SDPA block mask): {t_packed:.2f}s = {total / t_packed:.0f} tok/s, "
-        f"{m_packed['micro_batches']:.0f} rows, padding {100 * m_packed['padding_fraction']:.1f}%; "
-        f"ratio packed / padded {t_ours / t_packed:.3f}"
+        f"bare fwd+bwd on the padded micro-batches: {t_bare:.1f}s; spell padded / bare {walls['padded'] / t_bare:.2f}"
     )
 
 

@@ -40,6 +40,7 @@ class FakeLLM:
     def generate(self, prompts, sp, use_tqdm=False, lora_request=None):
         self.calls.append(("generate", None if lora_request is None else lora_request.lora_int_id))
         self.seeds = [p.seed for p in sp]  # one SamplingParams per prompt
+        self.requests = [(len(prompts), [p.n for p in sp])]
         out = types.SimpleNamespace(text="ok", token_ids=[5], finish_reason="stop")
         return [types.SimpleNamespace(outputs=[out] * p.n) for p in sp]
 
@@ -84,6 +85,8 @@ def test_full_weights_sync_after_every_step(fake_vllm, tiny_model_dir):
     assert llm.calls[-1] == ("generate", None)
     pol.generate(["hi", "hi", "ho"], {"n": 2, "max_new_tokens": 4, "seed": 5})
     assert len(set(llm.seeds)) == 3  # Part A: identical prompts in one request never share a seed
+    # the n samples of a prompt are one vLLM request (prefill once), with prefix caching on across prompts
+    assert llm.requests == [(3, [2, 2, 2])] and llm.kw["enable_prefix_caching"] is True
 
 
 def test_lora_adapter_request_per_step(fake_vllm, tiny_model_dir):

@@ -149,6 +149,8 @@ class LearnerGroup:
         m["seconds"] = max(o.get("seconds", 0.0) for o in out)
         m["padding_fraction"] = sum(o.get("padding_fraction", 0.0) for o in out) / len(out)
         m["micro_batches"] = float(n_micro)
+        for key in ("computed_tokens", "sequence_tokens"):  # summed over data-parallel ranks
+            m[key] = sum(o.get(key, 0.0) for o in out) / self.sp
         return m
 
     def _split(self, seqs: list[dict[str, Any]]) -> list[list[int]]:
