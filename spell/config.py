@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from spell.config_base import TASKS, ConfigError, TaskName, _field, _Section
 from spell.config_engine import EngineConfig, EvalConfig, ModelConfig, TrackingConfig
+from spell.config_guards import GuardsConfig
 
 __all__ = ["TASKS", "ConfigError", "EvalConfig", "SpellConfig", "TaskName", "dump_config", "load_config"]
 
@@ -160,6 +161,11 @@ class RewardConfig(_Section):
         "Responder reward: max(rule check, verifier majority) (paper Eq. 6), or one of them alone; under "
         "'verifier' an answer with no majority counts 0. With verifier.enabled=false the rule check decides.",
     )
+    format_only: bool = _field(
+        False,
+        "Control run, not the paper: every role is rewarded for a well-formed output only (a parsed proposal, "
+        "a parsed answer, a readable vote), so its curves show what format learning alone does.",
+    )
 
 
 class SamplingConfig(_Section):
@@ -224,6 +230,7 @@ class SpellConfig(_Section):
     responder: ResponderConfig = Field(default_factory=ResponderConfig)
     verifier: VerifierConfig = Field(default_factory=VerifierConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
+    guards: GuardsConfig = Field(default_factory=GuardsConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)

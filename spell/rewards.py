@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 # Questioner case types (spec Part B §3.3): what happened to a questioner sample.
 GOOD, BAD_FORMAT, UNGROUNDED, ZERO_VARIANCE, SKIPPED = "good", "bad_format", "ungrounded", "zero_variance", "skipped"
-NEGATIVE_CASES = (BAD_FORMAT, UNGROUNDED, ZERO_VARIANCE)
+REJECTED = "rejected"  # a reward-hacking guard rejected the proposal (spell.guards; not in the paper)
+NEGATIVE_CASES = (BAD_FORMAT, UNGROUNDED, ZERO_VARIANCE, REJECTED)
 
 
 def majority_vote(votes: Sequence[int]) -> int | None:
@@ -71,12 +72,15 @@ def questioner_reward(
     sigma: float = 1.0 / 6.0,
     bad_format_reward: float = -1.0,
     ungrounded_reward: float = -0.5,
+    rejected_reward: float = -1.0,
 ) -> QuestionerOutcome:
     """-1 unparsable; -0.5 ungrounded; 0 when all G answers agree (all right or all wrong); else the
     accuracy mapping (paper Eq. 7). `invalid`/`truncated` outputs and questions whose responder prompt
-    was too long are skipped: no reward, no training."""
+    was too long are skipped: no reward, no training. A proposal a guard `rejected` gets `rejected_reward`."""
     if status == "bad_format":
         return QuestionerOutcome(BAD_FORMAT, bad_format_reward)
+    if status == REJECTED:
+        return QuestionerOutcome(REJECTED, rejected_reward)
     if status != "ok":
         return QuestionerOutcome(SKIPPED, None)
     if grounded is False:

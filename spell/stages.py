@@ -14,19 +14,11 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from spell.batch import QuestionerSample, ResponderGroup, VerifierGroup, select_training_batch
 from spell.config import SpellConfig
 from spell.corpus import Corpus
+from spell.guards import GuardSwitches, question_guard, response_guard
 from spell.history import HistoryMemory
-from spell.rewards import (
-    history_admits,
-    majority_vote,
-    questioner_reward,
-    responder_reward,
-    verifier_agreement,
-    verifier_group_eligible,
-    verifier_rewards,
-)
+from spell.rewards import majority_vote
 from spell.roles import questioner, responder, verifier
 from spell.roles.questioner import HistoryExample
 from spell.rules import rule_score
@@ -122,9 +114,15 @@ def _token_cols(prompt_ids: list[int], c: Row) -> Row:
 
 
 def question_rows(
-    prompt_rows: Sequence[Row], rollouts: Sequence[Row], cfg: SpellConfig, count_tokens: Callable[[str], int]
+    prompt_rows: Sequence[Row],
+    rollouts: Sequence[Row],
+    cfg: SpellConfig,
+    count_tokens: Callable[[str], int],
+    shown_documents: Callable[[Row], list[str]] | None = None,
 ) -> list[Row]:
-    """Parse one questioner sample per prompt into a question with a status (ok/bad_format/invalid/truncated)."""
+    """Parse one questioner sample per prompt into a question with a status (ok/bad_format/invalid/truncated,
+    or rejected by a reward-hacking guard, `guards.*`, which reads the documents the prompt showed)."""
+    switches = GuardSwitches(cfg.guards.enabled())
     out = []
     for p, ro in zip(prompt_rows, rollouts, strict=True):
         c = ro["completions"][0]
@@ -132,6 +130,11 @@ def question_rows(
             parsed = questioner.ParsedQuestion("invalid", "questioner prompt too long")
         else:
             parsed = questioner.parse(p["task"], c["text"], count_tokens, cfg.questioner.max_answer_tokens)
+        if parsed.ok and switches.enabled and parsed.question is not None and parsed.answer is not None:
+            docs = shown_documents(p) if shown_documents else []
+            why = question_guard(p["task"], parsed.question, parsed.answer, parsed.options, docs, switches)
+            if why:
+                parsed = questioner.ParsedQuestion("rejected", why, parsed.question, parsed.answer, parsed.options)
         out.append(
             {
                 **_ids(p["run"], p["iteration"], p["round"]),
@@ -229,11 +232,16 @@ def responder_requests(
     return reqs
 
 
-def response_rows(requests: Sequence[tuple[Row, str]], rollouts: Sequence[Row]) -> list[Row]:
+def response_rows(
+    requests: Sequence[tuple[Row, str]], rollouts: Sequence[Row], switches: GuardSwitches | None = None
+) -> list[Row]:
+    """G answers per question, parsed and rule-scored; a guarded answer is `rejected` (no prediction)."""
     out = []
     for (q, _), ro in zip(requests, rollouts, strict=True):
         for j, c in enumerate(ro["completions"]):
-            pred = responder.parse(q["task"], c["text"])
+            why = response_guard(c["text"], switches or GuardSwitches())
+            pred = None if why else responder.parse(q["task"], c["text"])
+            status = "rejected" if why else ("ok" if pred is not None else "unparsed")
             out.append(
                 {
                     **_ids(q["run"], q["iteration"], q["round"]),
@@ -244,6 +252,8 @@ def response_rows(requests: Sequence[tuple[Row, str]], rollouts: Sequence[Row]) 
                     "text": c["text"],
                     "prediction": pred,
                     "rule_score": rule_score(q["task"], pred, q["answer"]),
+                    "status": status,
+                    "reason": why or "",
                     **_token_cols(ro["prompt_ids"], c),
                 }
             )
@@ -286,182 +296,4 @@ def verdict_rows(requests: Sequence[tuple[Row, str]], rollouts: Sequence[Row]) -
                     **_token_cols(ro["prompt_ids"], c),
                 }
             )
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------
-# reward
-
-
-def _reward_row(
-    src: Row, sample_id: str, role: str, group_id: str, cluster_id: str, reward: float | None, **extra: Any
-) -> Row:
-    """One `rewards` row; columns a role does not use stay None."""
-    row: Row = {
-        **_ids(src["run"], src["iteration"], src["round"]),
-        "sample_id": sample_id,
-        "role": role,
-        "task": src["task"],
-        "group_id": group_id,
-        "cluster_id": cluster_id,
-        "reward": reward,
-        "case": None,
-        "rule_score": None,
-        "majority": None,
-        "agreement": None,
-        "eligible": None,
-        "group_mean": None,
-        "admitted": None,
-    }
-    row.update(extra)
-    return row
-
-
-def reward_rows(
-    questions: Sequence[Row],
-    grounding: Sequence[Row],
-    responses: Sequence[Row],
-    verdicts: Sequence[Row],
-    cfg: SpellConfig,
-) -> list[Row]:
-    """Rewards of every sample of every role in one round, with case types and eligibility."""
-    grounded = grounded_questions(grounding)
-    votes: dict[str, list[int]] = defaultdict(list)
-    verdict_ids: dict[str, list[str]] = defaultdict(list)
-    for v in verdicts:
-        votes[v["response_id"]].append(int(v["vote"]))
-        verdict_ids[v["response_id"]].append(v["verdict_id"])
-    by_question: dict[str, list[float]] = defaultdict(list)
-    cluster = {q["question_id"]: q["cluster_id"] for q in questions}
-    out: list[Row] = []
-    vc = cfg.verifier
-    combine = cfg.reward.combine if vc.enabled else "rule"  # verifier off: the rule check alone (ablation)
-    for r in responses:
-        vs = votes.get(r["response_id"])
-        maj = majority_vote(vs) if vs else None
-        reward = responder_reward(r["rule_score"], maj, combine)
-        by_question[r["question_id"]].append(reward)
-        shared = {"rule_score": r["rule_score"], "majority": -1 if maj is None else maj}
-        out.append(
-            _reward_row(r, r["response_id"], "responder", r["question_id"], cluster[r["question_id"]], reward, **shared)
-        )
-        if vs:
-            eligible = verifier_group_eligible(vs, maj, r["rule_score"], vc.agreement_low, vc.agreement_high, vc.label)
-            agreement = verifier_agreement(vs, maj)
-            for vid, rew in zip(verdict_ids[r["response_id"]], verifier_rewards(vs, maj), strict=True):
-                out.append(
-                    _reward_row(
-                        r,
-                        vid,
-                        "verifier",
-                        r["response_id"],
-                        cluster[r["question_id"]],
-                        rew,
-                        agreement=agreement,
-                        eligible=eligible,
-                        **shared,
-                    )
-                )
-    qc = cfg.questioner
-    for q in questions:
-        g = grounded.get(q["question_id"]) if cfg.grounding.enabled else True
-        group = by_question.get(q["question_id"])
-        outcome = questioner_reward(
-            q["status"], g, group, qc.reward, qc.sigma, qc.bad_format_reward, qc.ungrounded_reward
-        )
-        mean = sum(group) / len(group) if group else None
-        admitted = bool(
-            mean is not None and q["status"] == "ok" and g is not False and history_admits(mean, cfg.history.admit)
-        )
-        out.append(
-            _reward_row(
-                q,
-                q["question_id"],
-                "questioner",
-                q["task"],
-                q["cluster_id"],
-                outcome.reward,
-                case=outcome.case,
-                group_mean=mean,
-                admitted=admitted,
-            )
-        )
-    return out
-
-
-def usable_group_count(rewards: Sequence[Row], dynamic: bool = True) -> int:
-    groups: dict[str, set[float]] = defaultdict(set)
-    for r in rewards:
-        if r["role"] == "responder":
-            groups[r["group_id"]].add(float(r["reward"]))
-    return sum(1 for vals in groups.values() if not dynamic or len(vals) > 1)
-
-
-# ---------------------------------------------------------------------------------------------------
-# batch selection
-
-
-def batch_rows(
-    rewards: Sequence[Row], tokens: dict[str, tuple[list[int], list[int]]], cfg: SpellConfig, run: str, iteration: int
-) -> list[Row]:
-    """The training batch over all rounds of an iteration, advantages attached (paper §3.4)."""
-    qs, groups, vgroups = [], [], []
-    resp: dict[str, list[Row]] = defaultdict(list)
-    ver: dict[str, list[Row]] = defaultdict(list)
-    for r in rewards:
-        if r["role"] == "questioner":
-            qs.append(QuestionerSample(r["sample_id"], r["task"], r["case"], r["reward"]))
-        elif r["role"] == "responder":
-            resp[r["group_id"]].append(r)
-        else:
-            ver[r["group_id"]].append(r)
-    for gid, rows in resp.items():
-        rows = sorted(rows, key=lambda x: x["sample_id"])
-        groups.append(
-            ResponderGroup(
-                gid, rows[0]["task"], tuple(x["sample_id"] for x in rows), tuple(float(x["reward"]) for x in rows)
-            )
-        )
-    for gid, rows in ver.items():
-        rows = sorted(rows, key=lambda x: x["sample_id"])
-        vgroups.append(
-            VerifierGroup(
-                gid,
-                rows[0]["task"],
-                tuple(x["sample_id"] for x in rows),
-                tuple(float(x["reward"]) for x in rows),
-                bool(rows[0]["eligible"]),
-            )
-        )
-    groups.sort(key=lambda g: g.question_id)  # collection order: ids sort by iteration, round, prompt
-    batch = select_training_batch(
-        qs,
-        groups,
-        vgroups,
-        train_batch_size=cfg.sampling.train_batch_size,
-        negatives_ratio=cfg.questioner.negatives_ratio,
-        verifier_share=cfg.verifier_share,
-        questioner_normalize=cfg.questioner.normalize,
-        rng=random.Random(stage_seed(cfg.run.seed, iteration, 0, "batch")),
-        dynamic=cfg.sampling.dynamic,
-        train_questioner=cfg.questioner.update,
-        train_verifier=cfg.verifier.enabled and cfg.verifier.update,
-    )
-    out = []
-    for b in batch.rows:
-        prompt_ids, response_ids = tokens[b.sample_id]
-        out.append(
-            {
-                "run": run,
-                "iteration": iteration,
-                "sample_id": b.sample_id,
-                "role": b.role,
-                "task": b.task,
-                "group_id": b.group_id,
-                "reward": b.reward,
-                "advantage": b.advantage,
-                "prompt_ids": prompt_ids,
-                "response_ids": response_ids,
-            }
-        )
     return out

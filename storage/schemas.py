@@ -76,6 +76,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("text", pa.string()),
             ("prediction", pa.string()),
             ("rule_score", pa.float32()),
+            ("status", pa.string()),  # ok | unparsed | rejected (a reward-hacking guard; see `reason`)
+            ("reason", pa.string()),
         ]
         + _tokens
     ),
@@ -109,6 +111,23 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("eligible", pa.bool_()),
             ("group_mean", pa.float32()),
             ("admitted", pa.bool_()),
+            # responder and verifier rows: what labelled the answer ('verifier' majority, or 'rule' when the
+            # collapse guard fell back to the rule check this round)
+            ("label_source", pa.string()),
+        ]
+    ),
+    # the verifier's calibration against decisive rule checks, one row per round (guards.verifier_collapse)
+    "calibration": pa.schema(
+        _ids
+        + [
+            ("verified", pa.int32()),
+            ("yes_rate", pa.float64()),
+            ("decisive_wrong", pa.int32()),
+            ("false_yes_rate", pa.float64()),
+            ("decisive_right", pa.int32()),
+            ("false_no_rate", pa.float64()),
+            ("decisive_agreement", pa.float64()),
+            ("collapsed", pa.bool_()),
         ]
     ),
     "batch": pa.schema(
@@ -140,6 +159,9 @@ SCHEMAS: dict[str, pa.Schema] = {
                 "micro_batches",
                 "skipped",
                 "seconds",
+                # tokens the model computed vs the trajectories' own lengths (< 1 with engine.shared_prefix)
+                "computed_tokens",
+                "sequence_tokens",
             )
         ]
         + [("learner_steps", pa.int64())]
@@ -206,5 +228,5 @@ SCHEMAS["eval_tasks"] = pa.schema(
     ]
 )
 
-ROUND_STAGES = ("prompts", "questions", "grounding", "responses", "verdicts", "rewards")
+ROUND_STAGES = ("prompts", "questions", "grounding", "responses", "verdicts", "rewards", "calibration")
 ITERATION_STAGES = ("batch", "train_metrics", "rejects")

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from spell.guards import guard_counts
 from storage.views import query
 
 
 def iteration_metrics(iter_dir: Path) -> dict[str, float]:
     files = {
         k: sorted(iter_dir.glob(f"{k}_r*.parquet"))
-        for k in ("prompts", "questions", "responses", "verdicts", "rewards")
+        for k in ("prompts", "questions", "responses", "verdicts", "rewards", "calibration")
     }
     files["batch"] = [iter_dir / "batch.parquet"]
     files["train_metrics"] = [iter_dir / "train_metrics.parquet"]
@@ -89,6 +90,43 @@ def iteration_metrics(iter_dir: Path) -> dict[str, float]:
     put(
         "train/",
         query(files, "SELECT * EXCLUDE (run, iteration) FROM train_metrics"),
-        ["loss", "grad_norm", "clip_fraction", "tokens", "padding_fraction", "skipped", "seconds"],
+        [
+            "loss",
+            "grad_norm",
+            "clip_fraction",
+            "tokens",
+            "padding_fraction",
+            "skipped",
+            "seconds",
+            "computed_tokens",
+            "sequence_tokens",
+        ],
+    )
+    put(
+        "questioner/",
+        query(
+            files, "SELECT avg(CASE WHEN status IN ('ok', 'rejected') THEN 1 ELSE 0 END) AS parsed_rate FROM questions"
+        ),
+        ["parsed_rate"],
+    )
+    put("responder/", query(files, "SELECT avg(rule_score) AS rule_accuracy FROM responses"), ["rule_accuracy"])
+    reasons = query(files, "SELECT reason FROM questions WHERE status = 'rejected'")
+    reasons += query(files, "SELECT reason FROM responses WHERE status = 'rejected'")
+    m.update({f"guard/{k}/n": float(v) for k, v in guard_counts(r["reason"] for r in reasons).items()})
+    put(
+        "verifier/",
+        query(
+            files,
+            """
+        SELECT sum(yes_rate * verified) / nullif(sum(verified), 0) AS yes_rate,
+               sum(false_yes_rate * decisive_wrong) / nullif(sum(decisive_wrong), 0) AS false_yes_rate,
+               sum(false_no_rate * decisive_right) / nullif(sum(decisive_right), 0) AS false_no_rate,
+               sum(decisive_agreement * (decisive_wrong + decisive_right))
+                   / nullif(sum(decisive_wrong + decisive_right), 0) AS decisive_agreement,
+               sum(decisive_wrong + decisive_right) AS decisive,
+               sum(CASE WHEN collapsed THEN 1 ELSE 0 END) AS collapsed_rounds
+        FROM calibration""",
+        ),
+        ["yes_rate", "false_yes_rate", "false_no_rate", "decisive_agreement", "decisive", "collapsed_rounds"],
     )
     return m

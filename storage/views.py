@@ -23,6 +23,7 @@ VIEWS = (
     "responses",
     "verdicts",
     "rewards",
+    "calibration",
     "batch",
     "train_metrics",
     "rejects",

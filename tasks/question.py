@@ -7,6 +7,7 @@ from typing import Any
 from prefect import task
 
 from spell.corpus import Corpus
+from spell.guards import QUESTION_GUARDS, guard_counts
 from spell.stages import question_rows, static_question_rows
 from storage.io import read_rows, write_rows
 from tasks.common import StageContext, call, policy, prefills, rollout, run_stage, sampling
@@ -33,11 +34,24 @@ def question(ctx: StageContext, rnd: int, corpus: Corpus | None = None) -> dict[
             desc=f"question i{ctx.iteration} r{rnd}",
             role="questioner",
         )
-        rows = question_rows(prompts, rollouts, ctx.cfg, lambda s: call(actor, "count_tokens", [s])[0])
+        docs = corpus.clusters if corpus is not None else {}
+        rows = question_rows(
+            prompts,
+            rollouts,
+            ctx.cfg,
+            lambda s: call(actor, "count_tokens", [s])[0],
+            lambda p: [docs[p["cluster_id"]].documents[i] for i in p["doc_indices"]] if docs else [],
+        )
         write_rows(out, "questions", rows)
         statuses: dict[str, int] = {}
         for r in rows:
             statuses[r["status"]] = statuses.get(r["status"], 0) + 1
-        return {"path": str(out), "rows": len(rows), **{f"status_{k}": v for k, v in statuses.items()}}
+        guards = guard_counts(r["reason"] for r in rows if r["status"] == "rejected")
+        return {
+            "path": str(out),
+            "rows": len(rows),
+            **{f"status_{k}": v for k, v in statuses.items()},
+            **{f"guard_{k}": v for k, v in guards.items() if k in QUESTION_GUARDS},
+        }
 
     return run_stage(ctx, f"question_r{rnd:02d}", [src], [out], compute)

@@ -7,6 +7,7 @@ from typing import Any
 from prefect import task
 
 from spell.corpus import Corpus
+from spell.guards import GuardSwitches
 from spell.stages import grounded_questions, grounding_requests, grounding_rows, responder_requests, response_rows
 from storage.io import read_rows, write_rows
 from tasks.common import StageContext, policy, prefills, rollout, run_stage, sampling
@@ -55,7 +56,7 @@ def respond(ctx: StageContext, rnd: int, corpus: Corpus) -> dict[str, Any]:
                 for q, x in zip(reqs, ro, strict=True)
                 if x["completions"][0]["finish_reason"] != "prompt_too_long"
             ]
-            rows = response_rows([q for q, _ in kept], [x for _, x in kept])
+            rows = response_rows([q for q, _ in kept], [x for _, x in kept], GuardSwitches(cfg.guards.enabled()))
         write_rows(out_g, "grounding", grounding)
         write_rows(out_r, "responses", rows)
         return {
@@ -66,6 +67,7 @@ def respond(ctx: StageContext, rnd: int, corpus: Corpus) -> dict[str, Any]:
             "prompt_too_long": too_long,
             "rows": len(rows),
             "rule_accuracy": sum(r["rule_score"] for r in rows) / max(len(rows), 1),
+            "guard_placeholder_answer": sum(1 for r in rows if r["status"] == "rejected"),
         }
 
     return run_stage(ctx, f"respond_r{rnd:02d}", [src], [out_g, out_r], compute)

@@ -7,21 +7,35 @@ from typing import Any
 
 from prefect import task
 
-from spell.stages import batch_rows, reward_rows, usable_group_count
+from spell.stage_rewards import batch_rows, reward_rows, round_calibration, usable_group_count
 from storage.io import read_rows, write_rows
-from tasks.common import StageContext, run_stage
+from tasks.common import StageContext, log, run_stage
 
 
 @task(name="reward", task_run_name="reward-i{ctx.iteration}-r{rnd}")
 def reward(ctx: StageContext, rnd: int) -> dict[str, Any]:
     kinds = ("questions", "grounding", "responses", "verdicts")
     srcs = [ctx.file(k, rnd) for k in kinds]
-    out = ctx.file("rewards", rnd)
+    out, out_cal = ctx.file("rewards", rnd), ctx.file("calibration", rnd)
 
     def compute() -> dict[str, Any]:
         q, g, r, v = (read_rows(p) for p in srcs)
-        rows = reward_rows(q, g, r, v, ctx.cfg)
+        votes: dict[str, list[int]] = {}
+        for x in v:
+            votes.setdefault(x["response_id"], []).append(int(x["vote"]))
+        cal = round_calibration(r, votes, ctx.cfg)
+        if cal.collapsed:
+            log.warning(
+                "iteration %d round %d: verifier collapse (YES on %.0f%% of %d decisive rule-wrong answers): "
+                "responder rewards fall back to the rule check this round",
+                ctx.iteration,
+                rnd,
+                100 * cal.false_yes_rate,
+                cal.decisive_wrong,
+            )
+        rows = reward_rows(q, g, r, v, ctx.cfg, cal)
         write_rows(out, "rewards", rows)
+        write_rows(out_cal, "calibration", [cal.row({"run": ctx.layout.run, "iteration": ctx.iteration, "round": rnd})])
         cases: dict[str, int] = {}
         for x in rows:
             if x["role"] == "questioner":
@@ -31,9 +45,12 @@ def reward(ctx: StageContext, rnd: int) -> dict[str, Any]:
             "rows": len(rows),
             "usable_groups": usable_group_count(rows, ctx.cfg.sampling.dynamic),
             **{f"case_{k}": n for k, n in cases.items()},
+            "verifier_yes_rate": round(cal.yes_rate, 4),
+            "verifier_false_yes_rate": round(cal.false_yes_rate, 4),
+            "verifier_collapsed": int(cal.collapsed),
         }
 
-    return run_stage(ctx, f"reward_r{rnd:02d}", srcs, [out], compute)
+    return run_stage(ctx, f"reward_r{rnd:02d}", srcs, [out, out_cal], compute)
 
 
 @task(name="select-batch", task_run_name="select-batch-i{ctx.iteration}")

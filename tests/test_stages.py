@@ -6,7 +6,8 @@ import pytest
 
 from spell.config import load_config
 from spell.corpus import Cluster, Corpus
-from spell.stages import grounded_questions, responder_requests, reward_rows, verifier_requests
+from spell.stage_rewards import reward_rows
+from spell.stages import grounded_questions, responder_requests, verifier_requests
 
 IDS = {"run": "r", "iteration": 1, "round": 1}
 

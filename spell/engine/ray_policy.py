@@ -179,6 +179,9 @@ def policy_actor(
     )
     if detached:
         options["lifetime"] = "detached"
+    faults = {k: os.environ[k] for k in ("SPELL_FAULT_GARBAGE", "SPELL_FAULT_HACK") if os.environ.get(k)}
+    if faults:  # test-only fault injection reaches the actor whichever process started Ray
+        options["runtime_env"] = {"env_vars": faults}
     handle = _create(ray.remote(WarmPolicy), options, (spec.to_dict(), str(ckpt) if ckpt else None, idle_timeout))
     try:
         ray.get(handle.info.remote(), timeout=start_timeout)  # surface construction errors here

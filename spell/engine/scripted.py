@@ -14,7 +14,9 @@ embedded default and GPU presets generate with the model itself.
 
 Fault injection for the soak test: SPELL_FAULT_GARBAGE=<rate> replaces that share of every role's
 completions with the output of a model on a bad day (empty, replacement characters, fake tags, nested
-fences, runaway repetition).
+fences, runaway repetition). SPELL_FAULT_HACK=<names> plants reward hacking for the guard tests:
+`copy_template` (every other proposal copies the template's example answer and a document sentence),
+`yes_verifier` (every verdict is YES).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class ScriptedGenerator:
     def __init__(self, tokenizer: Any, skill: float = 0.55, bad_format_rate: float = 0.1, garbage_rate: float = -1):
         self.tokenizer, self.skill, self.bad_format_rate = tokenizer, skill, bad_format_rate
         self.garbage_rate = float(os.environ.get("SPELL_FAULT_GARBAGE", 0)) if garbage_rate < 0 else garbage_rate
+        self.hacks = frozenset(h for h in os.environ.get("SPELL_FAULT_HACK", "").split(",") if h)
         eos = tokenizer.eos_token_id
         self.eos = [eos] if eos is not None else []
 
@@ -99,6 +102,8 @@ class ScriptedGenerator:
             pairs = [(a, b) for a, b in pairs if re.fullmatch(r"\d+(?:\.\d+)?", b) and float(b) != 0] or pairs
         if not pairs:
             return "There is nothing to ask."
+        if "copy_template" in self.hacks and rng.random() < 0.5:
+            return self._copied(prompt, words)
         a, b = rng.choice(pairs)
         question = f"In the documents, which word comes right after '{a}'?"
         obj: dict[str, Any] = {"question": question, "answer": b}
@@ -112,6 +117,18 @@ class ScriptedGenerator:
             options[letter] = b
             obj = {"question": question, "options": dict(sorted(options.items())), "answer": letter}
         return f"The documents mention '{a}' once.\n```json\n{json.dumps(obj)}\n```"
+
+    @staticmethod
+    def _copied(prompt: str, words: list[str]) -> str:
+        """A hacked proposal: a document sentence as the 'question', the template's example as the answer."""
+        sentence = " ".join(words[:10]) + "."
+        if "multiple-choice" in prompt:
+            obj: dict[str, Any] = {"question": sentence, "options": dict.fromkeys("ABCD", "same"), "answer": "A"}
+        elif "numeric reasoning" in prompt:
+            obj = {"question": sentence, "answer": 12.5}
+        else:
+            obj = {"question": sentence, "answer": "<the short, exact answer>"}
+        return f"```json\n{json.dumps(obj)}\n```"
 
     def _answer(self, prompt: str, rng: random.Random) -> str:
         docs = self._docs(prompt)
@@ -130,6 +147,8 @@ class ScriptedGenerator:
         return f"The text says so. The correct answer is {guess}."
 
     def _verdict(self, prompt: str, rng: random.Random) -> str:
+        if "yes_verifier" in self.hacks:
+            return "Explanation: they look alike.\nDecision: [[YES]]"
         a1 = re.search(r"Answer 1: (.*)", prompt)
         a2 = re.search(r"Answer 2: (.*)", prompt)
         same = a1 is not None and a2 is not None and normalize_answer(a1.group(1)) == normalize_answer(a2.group(1))

@@ -17,7 +17,7 @@ from spell.rules import parse_number
 from spell.text import count_words, last_json_object, strip_reasoning
 
 LETTERS = ("A", "B", "C", "D")
-STATUSES = ("ok", "bad_format", "invalid", "truncated")
+STATUSES = ("ok", "bad_format", "invalid", "truncated", "rejected")  # rejected: a guard (spell.guards)
 
 
 @dataclass(frozen=True)

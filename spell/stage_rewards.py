@@ -1,0 +1,256 @@
+"""The reward and batch-selection stages as pure functions over plain rows (see `spell.stages`).
+
+Rewards per round (paper §3.3) with the verifier collapse guard (`guards.verifier_collapse`), then the
+training batch over all rounds of an iteration with advantages (paper §3.4).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from spell.batch import QuestionerSample, ResponderGroup, VerifierGroup, select_training_batch
+from spell.calibration import Calibration, decisive_label, verifier_calibration
+from spell.config import SpellConfig
+from spell.rewards import (
+    BAD_FORMAT,
+    REJECTED,
+    history_admits,
+    majority_vote,
+    questioner_reward,
+    responder_reward,
+    verifier_agreement,
+    verifier_group_eligible,
+    verifier_rewards,
+)
+from spell.stages import Row, _ids, grounded_questions, stage_seed
+
+# ---------------------------------------------------------------------------------------------------
+# reward
+
+
+def _reward_row(
+    src: Row, sample_id: str, role: str, group_id: str, cluster_id: str, reward: float | None, **extra: Any
+) -> Row:
+    """One `rewards` row; columns a role does not use stay None."""
+    row: Row = {
+        **_ids(src["run"], src["iteration"], src["round"]),
+        "sample_id": sample_id,
+        "role": role,
+        "task": src["task"],
+        "group_id": group_id,
+        "cluster_id": cluster_id,
+        "reward": reward,
+        "case": None,
+        "rule_score": None,
+        "majority": None,
+        "agreement": None,
+        "eligible": None,
+        "group_mean": None,
+        "admitted": None,
+        "label_source": None,
+    }
+    row.update(extra)
+    return row
+
+
+def round_calibration(responses: Sequence[Row], votes: dict[str, list[int]], cfg: SpellConfig) -> Calibration:
+    """The round's verifier majorities against the decisive rule checks (and whether the verifier collapsed)."""
+    g = cfg.guards
+    samples = [
+        (r["task"], r["prediction"], float(r["rule_score"]), majority_vote(votes[r["response_id"]]))
+        for r in responses
+        if votes.get(r["response_id"])
+    ]
+    return verifier_calibration(samples, g.collapse_false_yes, g.collapse_min_decisive, g.verifier_collapse)
+
+
+def reward_rows(
+    questions: Sequence[Row],
+    grounding: Sequence[Row],
+    responses: Sequence[Row],
+    verdicts: Sequence[Row],
+    cfg: SpellConfig,
+    calibration: Calibration | None = None,
+) -> list[Row]:
+    """Rewards of every sample of every role in one round, with case types and eligibility.
+
+    Under a verifier collapse (`calibration.collapsed`) the responder reward is the rule check, and a
+    verifier group trains only on a decisive rule label, each vote rewarded for matching it.
+    """
+    grounded = grounded_questions(grounding)
+    votes: dict[str, list[int]] = defaultdict(list)
+    verdict_ids: dict[str, list[str]] = defaultdict(list)
+    for v in verdicts:
+        votes[v["response_id"]].append(int(v["vote"]))
+        verdict_ids[v["response_id"]].append(v["verdict_id"])
+    collapsed = bool(calibration and calibration.collapsed)
+    by_question: dict[str, list[float]] = defaultdict(list)
+    cluster = {q["question_id"]: q["cluster_id"] for q in questions}
+    out: list[Row] = []
+    vc = cfg.verifier
+    combine = cfg.reward.combine if vc.enabled else "rule"  # verifier off: the rule check alone (ablation)
+    source = "rule" if collapsed or combine == "rule" else "verifier"
+    if collapsed:
+        combine = "rule"
+    for r in responses:
+        vs = votes.get(r["response_id"])
+        maj = majority_vote(vs) if vs else None
+        reward = responder_reward(r["rule_score"], maj, combine)
+        by_question[r["question_id"]].append(reward)
+        shared = {"rule_score": r["rule_score"], "majority": -1 if maj is None else maj, "label_source": source}
+        out.append(
+            _reward_row(r, r["response_id"], "responder", r["question_id"], cluster[r["question_id"]], reward, **shared)
+        )
+        if vs:
+            label = maj
+            if collapsed:  # the rule, where decisive, labels the votes; otherwise nothing to learn from
+                label = decisive_label(r["task"], r["prediction"], float(r["rule_score"]))
+                eligible = label is not None and 0 < sum(1 for v in vs if v == 1) < len(vs)
+            else:
+                eligible = verifier_group_eligible(
+                    vs, maj, r["rule_score"], vc.agreement_low, vc.agreement_high, vc.label
+                )
+            agreement = verifier_agreement(vs, label)
+            for vid, rew in zip(verdict_ids[r["response_id"]], verifier_rewards(vs, label), strict=True):
+                out.append(
+                    _reward_row(
+                        r,
+                        vid,
+                        "verifier",
+                        r["response_id"],
+                        cluster[r["question_id"]],
+                        rew,
+                        agreement=agreement,
+                        eligible=eligible,
+                        **shared,
+                    )
+                )
+    qc = cfg.questioner
+    for q in questions:
+        g = grounded.get(q["question_id"]) if cfg.grounding.enabled else True
+        group = by_question.get(q["question_id"])
+        outcome = questioner_reward(
+            q["status"],
+            g,
+            group,
+            qc.reward,
+            qc.sigma,
+            qc.bad_format_reward,
+            qc.ungrounded_reward,
+            cfg.guards.rejected_reward,
+        )
+        mean = sum(group) / len(group) if group else None
+        admitted = bool(
+            mean is not None and q["status"] == "ok" and g is not False and history_admits(mean, cfg.history.admit)
+        )
+        out.append(
+            _reward_row(
+                q,
+                q["question_id"],
+                "questioner",
+                q["task"],
+                q["cluster_id"],
+                outcome.reward,
+                case=outcome.case,
+                group_mean=mean,
+                admitted=admitted,
+            )
+        )
+    if cfg.reward.format_only:
+        _format_only(out, responses, verdicts)
+    return out
+
+
+def _format_only(rows: list[Row], responses: Sequence[Row], verdicts: Sequence[Row]) -> None:
+    """The format-only control (`reward.format_only`): rewards for well-formed outputs, nothing else."""
+    answer_ok = {r["response_id"]: r.get("status", "ok") == "ok" and r["prediction"] is not None for r in responses}
+    vote_ok = {v["verdict_id"]: int(v["vote"]) in (0, 1) for v in verdicts}
+    for row in rows:
+        if row["role"] == "responder":
+            row["reward"] = 1.0 if answer_ok[row["sample_id"]] else 0.0
+        elif row["role"] == "verifier":
+            row["reward"] = 1.0 if vote_ok[row["sample_id"]] else 0.0
+        elif row["reward"] is not None and row["case"] not in (BAD_FORMAT, REJECTED):  # parse penalties stay
+            row["reward"] = 1.0
+        row["label_source"] = "format"
+
+
+def usable_group_count(rewards: Sequence[Row], dynamic: bool = True) -> int:
+    groups: dict[str, set[float]] = defaultdict(set)
+    for r in rewards:
+        if r["role"] == "responder":
+            groups[r["group_id"]].add(float(r["reward"]))
+    return sum(1 for vals in groups.values() if not dynamic or len(vals) > 1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# batch selection
+
+
+def batch_rows(
+    rewards: Sequence[Row], tokens: dict[str, tuple[list[int], list[int]]], cfg: SpellConfig, run: str, iteration: int
+) -> list[Row]:
+    """The training batch over all rounds of an iteration, advantages attached (paper §3.4)."""
+    qs, groups, vgroups = [], [], []
+    resp: dict[str, list[Row]] = defaultdict(list)
+    ver: dict[str, list[Row]] = defaultdict(list)
+    for r in rewards:
+        if r["role"] == "questioner":
+            qs.append(QuestionerSample(r["sample_id"], r["task"], r["case"], r["reward"]))
+        elif r["role"] == "responder":
+            resp[r["group_id"]].append(r)
+        else:
+            ver[r["group_id"]].append(r)
+    for gid, rows in resp.items():
+        rows = sorted(rows, key=lambda x: x["sample_id"])
+        groups.append(
+            ResponderGroup(
+                gid, rows[0]["task"], tuple(x["sample_id"] for x in rows), tuple(float(x["reward"]) for x in rows)
+            )
+        )
+    for gid, rows in ver.items():
+        rows = sorted(rows, key=lambda x: x["sample_id"])
+        vgroups.append(
+            VerifierGroup(
+                gid,
+                rows[0]["task"],
+                tuple(x["sample_id"] for x in rows),
+                tuple(float(x["reward"]) for x in rows),
+                bool(rows[0]["eligible"]),
+            )
+        )
+    groups.sort(key=lambda g: g.question_id)  # collection order: ids sort by iteration, round, prompt
+    batch = select_training_batch(
+        qs,
+        groups,
+        vgroups,
+        train_batch_size=cfg.sampling.train_batch_size,
+        negatives_ratio=cfg.questioner.negatives_ratio,
+        verifier_share=cfg.verifier_share,
+        questioner_normalize=cfg.questioner.normalize,
+        rng=random.Random(stage_seed(cfg.run.seed, iteration, 0, "batch")),
+        dynamic=cfg.sampling.dynamic,
+        train_questioner=cfg.questioner.update,
+        train_verifier=cfg.verifier.enabled and cfg.verifier.update,
+    )
+    out = []
+    for b in batch.rows:
+        prompt_ids, response_ids = tokens[b.sample_id]
+        out.append(
+            {
+                "run": run,
+                "iteration": iteration,
+                "sample_id": b.sample_id,
+                "role": b.role,
+                "task": b.task,
+                "group_id": b.group_id,
+                "reward": b.reward,
+                "advantage": b.advantage,
+                "prompt_ids": prompt_ids,
+                "response_ids": response_ids,
+            }
+        )
+    return out
