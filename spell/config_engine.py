@@ -36,6 +36,13 @@ class EngineConfig(_Section):
         16384, "Prompt+completion tokens per generation batch (transformers backend).", ge=1
     )
     train_token_budget: int = _field(8192, "Tokens per learner micro-batch (padding included).", ge=1)
+    max_model_len: int = _field(
+        0,
+        "Longest prompt+completion a rollout engine serves (vLLM's max_model_len, its KV cache sizing); 0: "
+        "the longest the run asks for, max(responder.max_prompt_tokens, eval.max_input_tokens) + "
+        "max(rollout.max_new_tokens, eval.max_new_tokens), never above the model's position limit.",
+        ge=0,
+    )
     ray_address: str = _field(
         "local", "'local' starts a private Ray; 'auto' or 'host:port' or 'ray://...' joins a cluster."
     )

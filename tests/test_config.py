@@ -107,3 +107,13 @@ def test_presets_load(preset):
 def test_scale_settings_are_checked(overrides, needle):
     with pytest.raises(ConfigError, match=re.escape(needle)):
         load_config(str(CONFIGS / "cpu-smoke.yaml"), overrides)
+
+
+def test_rollout_engines_get_the_runs_context_not_the_models_position_limit():
+    from spell.engine.spec import PolicySpec
+
+    cfg = load_config(CONFIGS / "qwen3-4b-1gpu-lora.yaml", [])
+    spec = PolicySpec.from_config(cfg)
+    # 16K responder prompts (eval: 16K inputs) + 4K answers, not Qwen3-2507's 262K positions
+    assert spec.max_context == 16384 + 4096
+    assert PolicySpec.from_config(load_config(None, ["engine.max_model_len=9000"])).max_context == 9000

@@ -64,7 +64,8 @@ class TransformersGenerator:
         # fp32 master weights generate under autocast; one autocast region casts each weight once per call
         self.compute_dtype = None if compute_dtype in (None, torch.float32) else compute_dtype
         cfg_ctx = getattr(model.config, "max_position_embeddings", None)
-        self.max_context = int(max_context or cfg_ctx or 1 << 30)
+        limit = int(cfg_ctx or 1 << 30)
+        self.max_context = min(int(max_context), limit) if max_context else limit
         eos = model.generation_config.eos_token_id
         if eos is None:
             eos = tokenizer.eos_token_id

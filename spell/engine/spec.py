@@ -60,6 +60,7 @@ class PolicySpec:
             lora_rank=cfg.model.lora_rank,
             lora_alpha=cfg.model.lora_alpha,
             generation_token_budget=cfg.engine.generation_token_budget,
+            max_context=cfg.engine.max_model_len or run_max_context(cfg),
             learner=LearnerSettings(
                 lr=o.lr,
                 weight_decay=o.weight_decay,
@@ -101,3 +102,13 @@ class PolicySpec:
         if "scripted_roles" in d:
             d["scripted_roles"] = tuple(d["scripted_roles"] or ())
         return cls(learner=learner, **d)
+
+
+def run_max_context(cfg: Any) -> int:
+    """The longest sequence a run generates: its longest prompt (responder or eval) plus its longest answer.
+
+    vLLM sizes its KV cache and refuses to start from this; the model's own position limit (262K for
+    Qwen3-2507) would ask for tens of GiB for one sequence.
+    """
+    prompt = max(cfg.responder.max_prompt_tokens, cfg.eval.max_input_tokens)
+    return prompt + max(cfg.rollout.max_new_tokens, cfg.eval.max_new_tokens)

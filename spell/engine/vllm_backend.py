@@ -48,7 +48,8 @@ class VLLMGenerator:
         except ImportError as exc:
             raise ImportError("engine.backend=vllm needs vLLM on a GPU machine: pip install 'spell[gpu]'") from exc
         self.tokenizer = tokenizer
-        self.max_context = int(max_context or getattr(model.config, "max_position_embeddings", 32768))
+        limit = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
+        self.max_context = min(int(max_context), limit) if max_context else limit  # never the model's 262K
         # the compute dtype (bf16 on GPU): the learner's fp32 master weights are cast on every sync
         self.dtype = dtype or next(model.parameters()).dtype
         if lora_rank > 0 and base_path:  # the frozen base weights; the adapter comes as a LoRARequest
