@@ -4,6 +4,7 @@ once the weights were dropped), a fresh LoRA adapter request per step when LoRA 
 
 import sys
 import types
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -16,7 +17,8 @@ class FakeLLM:
     instances: ClassVar[list["FakeLLM"]] = []
 
     def __init__(self, model, **kw):
-        self.kw, self.calls, self.loaded = kw, [], {}
+        self.kw, self.calls, self.loaded, self.model_path = kw, [], {}, Path(model)
+        self.snapshot_files = sorted(p.name for p in Path(model).iterdir())  # what vLLM starts from
         runner = types.SimpleNamespace(model=types.SimpleNamespace(load_weights=self._load))
         worker = types.SimpleNamespace(model_runner=runner)
         self.llm_engine = types.SimpleNamespace(
@@ -31,8 +33,8 @@ class FakeLLM:
     def sleep(self, level):
         self.calls.append(f"sleep{level}")
 
-    def wake_up(self):
-        self.calls.append("wake_up")
+    def wake_up(self, tags=None):
+        self.calls.append("wake_up" if tags is None else "wake_up:" + ",".join(tags))
 
     def reset_prefix_cache(self):
         self.calls.append("reset_prefix_cache")
@@ -74,13 +76,15 @@ def test_full_weights_sync_after_every_step(fake_vllm, tiny_model_dir):
     pol = Policy(PolicySpec(model_path=tiny_model_dir, backend="vllm", learner=LearnerSettings(lr=1e-2)))
     llm = fake_vllm.instances[0]
     assert llm.kw["enable_sleep_mode"] and llm.kw["gpu_memory_utilization"] == 0.5 and "enable_lora" not in llm.kw
+    assert "model.safetensors" in llm.snapshot_files and not llm.model_path.exists()  # removed once loaded
     pol.train_step(SEQS, iteration=1)
-    assert llm.calls == ["sleep2", "wake_up", "load_weights", "reset_prefix_cache"]
+    # weights woken and loaded first, the step's cached blocks freed, then the KV cache (issue: shared GPUs)
+    assert llm.calls == ["sleep2", "wake_up:weights", "load_weights", "reset_prefix_cache", "wake_up:kv_cache"]
     want = pol.model.state_dict()
     assert llm.loaded.keys() == want.keys() and all(torch.equal(llm.loaded[k], want[k]) for k in want)
     llm.calls.clear()
     pol.train_step([{**SEQS[0], "advantage": float("nan")}], iteration=2)  # skipped, but the weights were dropped
-    assert llm.calls == ["sleep2", "wake_up", "load_weights", "reset_prefix_cache"]
+    assert llm.calls == ["sleep2", "wake_up:weights", "load_weights", "reset_prefix_cache", "wake_up:kv_cache"]
     pol.generate(["hi"], {"n": 2, "max_new_tokens": 4})
     assert llm.calls[-1] == ("generate", None)
     pol.generate(["hi", "hi", "ho"], {"n": 2, "max_new_tokens": 4, "seed": 5})
@@ -94,14 +98,15 @@ def test_lora_adapter_request_per_step(fake_vllm, tiny_model_dir):
     pol = Policy(PolicySpec(model_path=tiny_model_dir, backend="vllm", lora_rank=4, tensor_parallel=1))
     llm = fake_vllm.instances[0]
     assert llm.kw["enable_lora"] and llm.kw["max_lora_rank"] == 8
+    adapters = []
     for step in (1, 2):
         pol.train_step(SEQS, iteration=step)
+        adapters.append(Path(pol.generator.lora_request.lora_path))
         pol.generate(["hi"], {"n": 1, "max_new_tokens": 4})
         assert llm.calls[-1] == ("generate", step + 1)  # adapter 1: the one the engine starts with
     assert "load_weights" not in llm.calls and llm.calls.count("sleep1") == 2  # base weights kept asleep
-    from pathlib import Path
-
-    assert (Path(pol.generator.lora_request.lora_path) / "adapter_model.safetensors").is_file()
+    assert (adapters[-1] / "adapter_model.safetensors").is_file()
+    assert not any(a.exists() for a in adapters[:-1])  # an adapter is deleted once the next one replaces it
 
 
 def test_sleep_can_be_turned_off(fake_vllm, tiny_model_dir):

@@ -127,3 +127,11 @@ def min_padding_batches(lengths: Sequence[int], budget: int, overhead: int = 128
         batches.append(order[cut[j] : j])
         j = cut[j]
     return batches[::-1]
+
+
+def free_cuda_cache() -> None:
+    """Give the caching allocator's free blocks back to the driver (after a step it keeps the step's peak)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from spell.engine.checkpoint import load_optimizer_state, read_state, restore_rng, save_checkpoint
-from spell.engine.generation import Prompt, SamplingParams, render_prompt
+from spell.engine.generation import Prompt, SamplingParams, free_cuda_cache, render_prompt
 from spell.engine.learner import Learner, TrainSequence
 from spell.engine.loading import (
     ADAPTER_DIR,
@@ -300,9 +300,16 @@ class Policy:
         if self.spec.sleep_between_phases and hasattr(self.generator, "sleep"):
             self.generator.sleep()
 
-    def resume_generation(self) -> None:
+    def resume_generation(self, model: Any | None = None) -> bool:
+        """Wake the engine after a step; with `model` it loads those weights while waking (True if it did)."""
         if self.spec.sleep_between_phases and hasattr(self.generator, "wake_up"):
-            self.generator.wake_up()
+            free_cuda_cache()
+            if model is None:
+                self.generator.wake_up()
+                return False
+            self.generator.wake_up(model)
+            return True
+        return False
 
     def render(self, prompts: list[Prompt]) -> list[list[int]]:
         return [render_prompt(self.tokenizer, p) for p in prompts]
@@ -328,13 +335,16 @@ class Policy:
                     self.learner.skipped_steps += 1
             else:
                 metrics = self.learner.train_step([TrainSequence.from_dict(s) for s in seqs])
-        finally:
+        except BaseException:
             self.resume_generation()
             _call_all(self.replicas, "resume_generation")
+            raise
+        sync = hasattr(gen, "sync_weights") and (not metrics.get("skipped") or getattr(gen, "weights_dropped", False))
+        if not self.resume_generation(self.model if sync else None) and sync:
+            gen.sync_weights(self.model)
+        _call_all(self.replicas, "resume_generation")
         if iteration is not None:
             self.trained_iteration = max(self.trained_iteration, iteration)
-        if hasattr(gen, "sync_weights") and (not metrics.get("skipped") or getattr(gen, "weights_dropped", False)):
-            gen.sync_weights(self.model)
         if self.replicas:
             import ray
 

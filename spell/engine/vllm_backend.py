@@ -11,6 +11,7 @@ restart: full weights through the model's `load_weights`, or, with LoRA, the new
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +23,7 @@ from spell.engine.generation import (
     Completion,
     Prompt,
     SamplingParams,
+    free_cuda_cache,
     render_prompt,
     row_seed,
 )
@@ -52,12 +54,14 @@ class VLLMGenerator:
         self.max_context = min(int(max_context), limit) if max_context else limit  # never the model's 262K
         # the compute dtype (bf16 on GPU): the learner's fp32 master weights are cast on every sync
         self.dtype = dtype or next(model.parameters()).dtype
+        self._snapshot: str | None = None
         if lora_rank > 0 and base_path:  # the frozen base weights; the adapter comes as a LoRARequest
             snapshot = base_path
-        else:
+        else:  # a snapshot for vLLM to start from, removed once loaded (new weights come by sync_weights)
             snapshot = tempfile.mkdtemp(prefix="spell-vllm-")
             _unwrapped(model).save_pretrained(snapshot, safe_serialization=True)
             tokenizer.save_pretrained(snapshot)
+            self._snapshot = snapshot
         lora: dict[str, Any] = {}
         if lora_rank > 0:
             lora = {"enable_lora": True, "max_lora_rank": lora_slot(lora_rank), "max_loras": 1}
@@ -71,6 +75,8 @@ class VLLMGenerator:
             enable_sleep_mode=sleep_mode,
             **lora,
         )
+        if self._snapshot:
+            shutil.rmtree(self._snapshot, ignore_errors=True)
         self._vllm = vllm
         self.lora_rank = lora_rank
         self.lora_request: Any = None
@@ -100,8 +106,17 @@ class VLLMGenerator:
         self.llm.sleep(level=level)
         self.weights_dropped = level == 2
 
-    def wake_up(self) -> None:
-        self.llm.wake_up()
+    def wake_up(self, model: Any | None = None) -> None:
+        """Wake after a step; with `model`, in the order that fits next to the step's memory on a shared GPU
+        (verl, vLLM's sleep-mode docs): weights, the new weights loaded into them, the allocator's cached
+        blocks of the step freed, then the KV cache. Waking both at once fails to map memory there."""
+        if model is None:
+            self.llm.wake_up()
+            return
+        self.llm.wake_up(tags=["weights"])
+        self.sync_weights(model)
+        free_cuda_cache()
+        self.llm.wake_up(tags=["kv_cache"])
 
     def sync_weights(self, model: Any) -> None:
         """Load the learner's current weights: the adapter when LoRA is on, else every full weight."""
@@ -111,6 +126,8 @@ class VLLMGenerator:
 
             adapter = tempfile.mkdtemp(prefix=f"spell-lora-{self.syncs:05d}-")
             model.save_pretrained(adapter)  # the adapter only
+            if self.lora_request is not None:  # the previous adapter is never requested again
+                shutil.rmtree(self.lora_request.lora_path, ignore_errors=True)
             self.lora_request = LoRARequest(f"spell-{self.syncs}", self.syncs, adapter)
             if self.weights_dropped:  # pragma: no cover - level 1 keeps base weights; defensive
                 raise RuntimeError("vLLM dropped its base weights while LoRA is on")
