@@ -1,34 +1,51 @@
-"""Does self-play help? Evaluate the responder on held-out labelled QA, run K iterations, evaluate again.
+"""Does self-play learn? K iterations, the signals a reward curve hides per iteration, trends with 95% CIs,
+and held-out accuracy before and after with a paired 95% CI.
 
-    python bench/learning.py --config configs/default.yaml --iterations 2 \
-        --qa ../shared/data/hotpotqa/hotpotqa_train_100.json ../shared/data/tatqa/tatqa_dataset_dev.json --limit 20
+    python bench/learning.py --iterations 20 --runs-dir runs/learning          # configs/default.yaml
+    python bench/learning.py --iterations 20 --runs-dir runs/learning --format-only   # the control
 
-Prints accuracy before and after (CEM / DocMath rule; plus the judge where `eval.judge` is set) and the
-paired difference with a 95% bootstrap confidence interval over questions. Same prompts, same seeds.
+Per iteration (from the run's DuckDB views, `storage.learning`): the valid-question share (parsed,
+grounded, not rejected by a guard), the good-case share (0 < responder accuracy < 1), the responder's
+rule accuracy on its own questions (no judge involved), its reward accuracy (where a YES-biased verifier
+shows), the verifier majority's agreement with decisive rule checks, its YES rate. Trends: change over
+the run (least-squares slope x span) with a pairs-bootstrap CI over iterations. Held out: the labelled QA
+in ../shared/data (HotpotQA and MuSiQue as multi-hop QA, TAT-QA as DocMath), sampled as `eval.*` says with
+the run's seed, the same prompts before and after. `--format-only` runs the control in which every role is
+rewarded for well-formed output only (`reward.format_only`): a rise there is format learning, not answers.
+A killed bench resumes: iterations with a checkpoint are kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import random
 import sys
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULT_QA = [
+    SHARED / "hotpotqa" / "hotpotqa_train_100.json",
+    SHARED / "musique" / "musique_train_100.json",
+    SHARED / "tatqa" / "tatqa_dataset_dev.json",
+]
+TRENDS = ("valid_share", "good_share", "rule_accuracy", "reward_accuracy", "verifier_agreement")
 
 
-def evaluate(model_path: str, cfg, items_by_bench: dict, judge_kind: str) -> dict[str, dict[str, float]]:
+def evaluate(model_path: str, cfg, sets: list[tuple[str, str, list]]) -> dict[str, dict[str, float]]:
+    """Mean score per question for each held-out set (rule check; plus max(rule, judge) where a judge is set)."""
     from flows.eval import make_judge
     from spell.engine.policy import Policy, PolicySpec
     from spell.eval.runner import run_benchmark
 
     policy = Policy(PolicySpec.from_config(cfg, model_path=model_path, train=False))
-    judge = make_judge(cfg, policy, Path(tempfile.mkdtemp()) / "judge.jsonl") if judge_kind != "none" else None
+    judge = make_judge(cfg, policy, Path(tempfile.mkdtemp()) / "judge.jsonl") if cfg.eval.judge != "none" else None
     out = {}
-    for bench, items in items_by_bench.items():
+    for name, bench, items in sets:
         res = run_benchmark(
             bench,
             items,
@@ -39,72 +56,124 @@ def evaluate(model_path: str, cfg, items_by_bench: dict, judge_kind: str) -> dic
             seed=cfg.run.seed,
             prefill=cfg.rollout.prefills("responder"),
         )
-        out[bench] = {q["item_id"]: q["mean_score"] for q in res.questions}
-        if judge is not None:  # the rule alone, besides max(rule, judge)
-            out[bench + "/rule"] = {q["item_id"]: q["mean_rule"] for q in res.questions}
+        out[name + " (rule)"] = {q["item_id"]: q["mean_rule"] for q in res.questions}
+        if judge is not None:
+            out[name + " (max(rule, judge))"] = {q["item_id"]: q["mean_score"] for q in res.questions}
     return out
 
 
-def bootstrap_ci(diffs: list[float], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
-    rng = random.Random(seed)
-    means = sorted(sum(rng.choice(diffs) for _ in diffs) / len(diffs) for _ in range(reps))
-    return means[int(0.025 * reps)], means[int(0.975 * reps) - 1]
+def held_out_sets(files: list[str], limit: int) -> list[tuple[str, str, list]]:
+    from spell.eval.benchmarks import EvalItem
+    from spell.qa import load_labelled_qa
+
+    sets = []
+    for f in files:
+        if not Path(f).is_file():
+            print(f"skipping {f}: not found (the shared data folder is absent on this machine)")
+            continue
+        qa = load_labelled_qa(f, limit=limit)
+        bench = "docmath" if qa and qa[0].task == "docmath_qa" else "hotpotqa"
+        items = [EvalItem(x.qa_id, bench, "\n".join(x.documents), x.question, None, x.golds) for x in qa]
+        sets.append((Path(f).stem, bench, items))
+    return sets
+
+
+def _fmt(v: float | None, pct: bool = True) -> str:
+    if v is None:
+        return "    -"
+    return f"{100 * v:5.1f}" if pct else f"{v:5.0f}"
+
+
+def print_iterations(rows: list[dict]) -> None:
+    from storage.learning import trend
+
+    print(
+        "iter  questions  valid%  good%  answers  rule_acc%  reward_acc%  decisive  verifier_agree%  "
+        "verifier_yes%  guard_rejects"
+    )
+    for r in rows:
+        print(
+            f"{r['iteration']:>4}  {r['questions']:>9}  {_fmt(r['valid_share'])}  {_fmt(r['good_share'])}  "
+            f"{r['answers']:>7}  {_fmt(r['rule_accuracy']):>9}  {_fmt(r['reward_accuracy']):>11}  "
+            f"{r['decisive']:>8}  {_fmt(r['verifier_agreement']):>15}  {_fmt(r['verifier_yes_rate']):>13}  "
+            f"{r['guard_rejects']:>13}"
+        )
+    xs = [r["iteration"] for r in rows]
+    for key in TRENDS:
+        t = trend(xs, [r[key] for r in rows])
+        if t is None:
+            print(f"trend {key}: fewer than 3 iterations with a value")
+            continue
+        est, lo, hi = t
+        verdict = "rises" if lo > 0 else "falls" if hi < 0 else "no trend beyond noise"
+        print(
+            f"trend {key:<19} change over run {100 * est:+6.1f} pts  95% CI [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+            f"  ({verdict})"
+        )
+    ys = [(r["verifier_agreement"], r["decisive"]) for r in rows if r["verifier_agreement"] is not None]
+    if ys:
+        total = sum(n for _, n in ys)
+        pooled = sum(a * n for a, n in ys) / total if total else float("nan")
+        print(f"verifier agreement with decisive rule checks, pooled: {100 * pooled:.1f}% of {total} answers")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="configs/default.yaml")
-    ap.add_argument("--iterations", type=int, default=2)
-    ap.add_argument("--checkpoint", default=None, help="start model folder (default: the preset's model)")
-    ap.add_argument("--qa", nargs="+", required=True, help="labelled QA files (HotpotQA, MuSiQue, TAT-QA, JSONL)")
-    ap.add_argument("--limit", type=int, default=20, help="questions per QA file")
-    ap.add_argument("--samples", type=int, default=2)
-    ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--iterations", type=int, default=20)
+    ap.add_argument("--runs-dir", default=None, help="where the run goes (default: a new temporary folder)")
+    ap.add_argument("--run", default=None, help="run name (default: learning, or learning-format)")
+    ap.add_argument("--format-only", action="store_true", help="the control: format rewards only")
+    ap.add_argument("--qa", nargs="*", default=[str(p) for p in DEFAULT_QA], help="held-out labelled QA files")
+    ap.add_argument("--limit", type=int, default=30, help="held-out questions per QA file")
+    ap.add_argument("--samples", type=int, default=2, help="held-out samples per question")
+    ap.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
+    ap.add_argument("--set", action="append", default=[], help="extra key=value config overrides")
     args = ap.parse_args()
     from _common import machine
 
     from flows.iteration import spell_iteration
     from spell.config import load_config
     from spell.engine.loading import resolve_model_path
-    from spell.eval.benchmarks import EvalItem
-    from spell.qa import load_labelled_qa
+    from storage.layout import RunLayout
+    from storage.learning import learning_rows, paired_ci
+    from storage.views import open_history
 
-    runs = tempfile.mkdtemp(prefix="spell-learning-")
+    runs = args.runs_dir or tempfile.mkdtemp(prefix="spell-learning-")
+    run = args.run or ("learning-format" if args.format_only else "learning")
     ov = [f"run.runs_dir={runs}", f"eval.n_samples={args.samples}", "eval.pass_k=[1]", *args.set]
+    if args.format_only:
+        ov.append("reward.format_only=true")
     cfg = load_config(args.config, ov)
-    start = args.checkpoint or resolve_model_path(cfg.model.path, str(Path(runs) / ".models"))
-    items_by_bench: dict[str, list] = {}
-    for f in args.qa:
-        if not Path(f).is_file():
-            print(f"skipping {f}: not found (the shared data folder is absent on this machine)")
-            continue
-        qa = load_labelled_qa(f, limit=args.limit)
-        bench = "docmath" if qa and qa[0].task == "docmath_qa" else "hotpotqa"
-        items_by_bench[f"{Path(f).stem}:{bench}"] = [
-            EvalItem(x.qa_id, bench, "\n".join(x.documents), x.question, None, x.golds) for x in qa
-        ]
-    if not items_by_bench:
-        sys.exit("no QA file found: nothing to evaluate")
-    by_bench = {name.split(":")[1]: items for name, items in items_by_bench.items()}
-
-    before = evaluate(start, cfg, by_bench, cfg.eval.judge)
+    start = resolve_model_path(cfg.model.path, str(Path(runs) / ".models"))
+    sets = [] if args.no_eval else held_out_sets(args.qa, args.limit)
+    before = evaluate(start, cfg, sets) if sets else {}
+    layout = RunLayout(runs, run)
     for k in range(1, args.iterations + 1):
-        spell_iteration(run="learning", config=args.config, iteration=k, overrides=[*ov, f"model.path={start}"])
-    final = Path(runs) / "learning" / "checkpoints" / f"iter_{args.iterations:04d}" / "model"
-    after = evaluate(str(final), cfg, by_bench, cfg.eval.judge)
+        if (layout.root / "checkpoints" / f"iter_{k:04d}" / "model").is_dir():
+            continue  # done before a kill: resume after it
+        out = spell_iteration(run=run, config=args.config, iteration=k, overrides=[*ov, f"model.path={start}"])
+        if not isinstance(out, dict):
+            sys.exit(f"iteration {k} failed: {out}")
+    rows = learning_rows(open_history(runs, run))
 
     print(f"machine: {machine()}")
-    print(f"config: {args.config}; {args.iterations} iterations from {start}; {args.samples} samples/question")
+    print(f"config: {args.config} {' '.join(ov[3:])}; run {runs}/{run}; {args.iterations} iterations from {start}")
+    print_iterations(rows)
+    if not sets:
+        return
+    final = layout.root / "checkpoints" / f"iter_{args.iterations:04d}" / "model"
+    after = evaluate(str(final), cfg, sets)
+    print(f"held out ({args.samples} samples per question, seed {cfg.run.seed}):")
     for key in before:
         ids = sorted(before[key])
         b = [before[key][i] for i in ids]
         a = [after[key][i] for i in ids]
         diffs = [y - x for x, y in zip(b, a, strict=True)]
-        lo, hi = bootstrap_ci(diffs)
-        label = key if "/" in key else key + (" (max(rule, judge))" if cfg.eval.judge != "none" else " (rule)")
+        lo, hi = paired_ci(diffs)
         print(
-            f"{label:<36} n={len(ids):>3}  before {100 * sum(b) / len(b):5.1f}%  after {100 * sum(a) / len(a):5.1f}%"
-            f"  diff {100 * sum(diffs) / len(diffs):+5.1f} pts  95% CI [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+            f"  {key:<34} n={len(ids):>3}  before {100 * sum(b) / len(b):5.1f}%  after {100 * sum(a) / len(a):5.1f}%"
+            f"  diff {100 * sum(diffs) / len(diffs):+5.1f} pts  paired 95% CI [{100 * lo:+.1f}, {100 * hi:+.1f}]"
         )
 
 

@@ -1,5 +1,6 @@
 """`spell report --run R`: curves per iteration as a PNG and an HTML page (rewards and accuracy per role
-and task, questioner case mix, verifier agreement, questioner context length, seconds per stage)."""
+and task, questioner case mix, verifier agreement, questioner context length, the learning signals of
+`storage.learning`, verifier calibration, guard rejections, seconds per stage)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 from pathlib import Path
 
 from storage.layout import Manifest, RunLayout, stage_of
+from storage.learning import learning_rows
 from storage.views import open_history
 
 
@@ -50,6 +52,29 @@ def build_report(runs_dir: str | Path, run: str) -> tuple[Path, Path]:
             f"SELECT task, iteration, avg(len(doc_indices)) FROM prompts WHERE {main} GROUP BY ALL ORDER BY 1, 2"
         ),
     }
+    signals = learning_rows(con)
+    panels["learning signals (share)"] = {
+        key: ([r["iteration"] for r in signals if r[key] is not None], [r[key] for r in signals if r[key] is not None])
+        for key in ("valid_share", "good_share", "rule_accuracy", "reward_accuracy")
+    }
+    panels["verifier calibration (share)"] = {
+        "agreement with decisive rule": (
+            [r["iteration"] for r in signals if r["verifier_agreement"] is not None],
+            [r["verifier_agreement"] for r in signals if r["verifier_agreement"] is not None],
+        ),
+        **series(
+            "SELECT 'yes rate', iteration, sum(yes_rate * verified) / nullif(sum(verified), 0) FROM calibration "
+            "GROUP BY ALL UNION ALL SELECT 'false yes rate', iteration, sum(false_yes_rate * decisive_wrong) / "
+            "nullif(sum(decisive_wrong), 0) FROM calibration GROUP BY ALL ORDER BY 1, 2"
+        ),
+    }
+    panels["guard rejections, verifier collapses (count)"] = series(
+        "SELECT regexp_extract(reason, 'guard ([a-z_]+):', 1), iteration, count(*) FROM "
+        "(SELECT iteration, reason FROM questions UNION ALL SELECT iteration, reason FROM responses) "
+        "WHERE reason LIKE 'guard %' GROUP BY ALL "
+        "UNION ALL SELECT 'verifier collapse (rounds)', iteration, sum(collapsed::INT) FROM calibration "
+        "GROUP BY ALL ORDER BY 1, 2"
+    )
     stage_secs: dict[str, tuple[list[int], list[float]]] = {}
     for k in layout.iterations():
         totals: dict[str, float] = {}
@@ -62,7 +87,7 @@ def build_report(runs_dir: str | Path, run: str) -> tuple[Path, Path]:
             ys.append(v)
     panels["seconds per stage"] = stage_secs
 
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    fig, axes = plt.subplots(3, 3, figsize=(15, 12))
     for ax, (title, data) in zip(axes.flat, panels.items(), strict=True):
         for label, (xs, ys) in sorted(data.items()):
             ax.plot(xs, ys, marker="o", label=label)

@@ -1,0 +1,49 @@
+import duckdb
+import pytest
+
+from storage.learning import learning_rows, paired_ci, slope, trend
+
+
+def _con(rewards: list[tuple], calibration: list[tuple]) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(":memory:")
+    con.execute(
+        'CREATE TABLE rewards (iteration INT, role VARCHAR, "case" VARCHAR, rule_score DOUBLE, reward DOUBLE, '
+        "branch VARCHAR)"
+    )
+    con.executemany("INSERT INTO rewards VALUES (?, ?, ?, ?, ?, ?)", rewards)
+    con.execute(
+        "CREATE TABLE calibration (iteration INT, verified INT, yes_rate DOUBLE, decisive_wrong INT, "
+        "decisive_right INT, decisive_agreement DOUBLE, branch VARCHAR)"
+    )
+    con.executemany("INSERT INTO calibration VALUES (?, ?, ?, ?, ?, ?, ?)", calibration)
+    return con
+
+
+def test_learning_rows_per_iteration():
+    q = [(1, "questioner", c, None, 0.0, "") for c in ("good", "bad_format", "rejected", "zero_variance")]
+    a = [(1, "responder", None, s, r, "") for s, r in ((1.0, 1.0), (0.0, 1.0), (0.0, 0.0), (0.0, 0.0))]
+    replay = [(1, "questioner", "good", None, 1.0, "b1")]  # a replay branch never counts
+    cal = [(1, 4, 0.5, 2, 0, 1.0, ""), (1, 6, 1.0, 1, 1, 0.5, "")]  # 3 decisive: 2 agree + 1 agree of 2
+    (row,) = learning_rows(_con(q + a + replay, cal))
+    assert row["questions"] == 4 and row["valid_share"] == 0.5 and row["good_share"] == 0.25
+    assert row["guard_rejects"] == 1
+    assert row["rule_accuracy"] == 0.25 and row["reward_accuracy"] == 0.5  # the verifier's YES shows here
+    assert row["decisive"] == 4 and row["verifier_agreement"] == pytest.approx(0.75)
+    assert row["verifier_yes_rate"] == pytest.approx(0.8)
+
+
+def test_trend_ci_excludes_zero_only_for_a_real_rise():
+    xs = list(range(1, 21))
+    rising = [0.1 + 0.02 * x + (0.01 if x % 2 else -0.01) for x in xs]
+    est, lo, hi = trend(xs, rising)
+    assert est == pytest.approx(0.02 * 19, abs=0.01) and lo > 0
+    flat = [0.3 + (0.1 if x % 3 == 0 else -0.05) for x in xs]
+    _, lo, hi = trend(xs, flat)
+    assert lo < 0 < hi
+    assert trend([1, 2], [0.0, 1.0]) is None and slope([1, 1, 1], [0, 1, 2]) == 0.0
+
+
+def test_paired_ci_brackets_the_mean():
+    diffs = [0.0] * 30 + [1.0] * 10
+    lo, hi = paired_ci(diffs)
+    assert lo < 0.25 < hi and lo > 0
