@@ -269,6 +269,12 @@ def policy(ctx: StageContext) -> Any:
     return handle
 
 
+def prompt_chunk(ctx: StageContext) -> int:
+    """Prompts per actor call: 16 on transformers (progress between calls); every prompt in one call on
+    vLLM, whose continuous batching would otherwise wait for each chunk's slowest sample."""
+    return 1 << 30 if ctx.cfg.engine.backend == "vllm" else 16
+
+
 def rollout(
     handle: Any,
     prompts: list[Any],

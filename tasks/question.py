@@ -10,7 +10,7 @@ from spell.corpus import Corpus
 from spell.guards import QUESTION_GUARDS, guard_counts
 from spell.stages import question_rows, static_question_rows
 from storage.io import read_rows, write_rows
-from tasks.common import StageContext, call, policy, prefills, rollout, run_stage, sampling
+from tasks.common import StageContext, call, policy, prefills, prompt_chunk, rollout, run_stage, sampling
 
 
 @task(name="question", task_run_name="question-i{ctx.iteration}-r{rnd}", retries=2, retry_delay_seconds=5)
@@ -33,6 +33,7 @@ def question(ctx: StageContext, rnd: int, corpus: Corpus | None = None) -> dict[
             prefills(ctx, "questioner", [p["task"] for p in prompts]),
             desc=f"question i{ctx.iteration} r{rnd}",
             role="questioner",
+            chunk=prompt_chunk(ctx),
         )
         docs = corpus.clusters if corpus is not None else {}
         rows = question_rows(

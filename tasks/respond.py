@@ -10,7 +10,7 @@ from spell.corpus import Corpus
 from spell.guards import GuardSwitches
 from spell.stages import grounded_questions, grounding_requests, grounding_rows, responder_requests, response_rows
 from storage.io import read_rows, write_rows
-from tasks.common import StageContext, policy, prefills, rollout, run_stage, sampling
+from tasks.common import StageContext, policy, prefills, prompt_chunk, rollout, run_stage, sampling
 
 
 @task(name="respond", task_run_name="respond-i{ctx.iteration}-r{rnd}", retries=2, retry_delay_seconds=5)
@@ -34,6 +34,7 @@ def respond(ctx: StageContext, rnd: int, corpus: Corpus) -> dict[str, Any]:
                     prefills(ctx, "grounding", [q["task"] for q, _ in reqs]),
                     desc=f"grounding i{ctx.iteration} r{rnd}",
                     role="grounding",
+                    chunk=prompt_chunk(ctx),
                 )
                 grounding = grounding_rows(reqs, ro)
         grounded = grounded_questions(grounding)
@@ -49,6 +50,7 @@ def respond(ctx: StageContext, rnd: int, corpus: Corpus) -> dict[str, Any]:
                 prefills(ctx, "responder", [q["task"] for q, _ in reqs]),
                 desc=f"respond i{ctx.iteration} r{rnd}",
                 role="responder",
+                chunk=prompt_chunk(ctx),
             )
             too_long = sum(1 for x in ro if x["completions"][0]["finish_reason"] == "prompt_too_long")
             kept = [

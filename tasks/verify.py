@@ -8,7 +8,7 @@ from prefect import task
 
 from spell.stages import verdict_rows, verifier_requests
 from storage.io import read_rows, write_rows
-from tasks.common import StageContext, policy, prefills, rollout, run_stage, sampling
+from tasks.common import StageContext, policy, prefills, prompt_chunk, rollout, run_stage, sampling
 
 
 @task(name="verify-vote", task_run_name="verify-i{ctx.iteration}-r{rnd}", retries=2, retry_delay_seconds=5)
@@ -29,6 +29,7 @@ def verify(ctx: StageContext, rnd: int) -> dict[str, Any]:
                     prefills(ctx, "verifier", [r["task"] for r, _ in reqs]),
                     desc=f"verify i{ctx.iteration} r{rnd}",
                     role="verifier",
+                    chunk=prompt_chunk(ctx),
                 )
                 rows = verdict_rows(reqs, ro)
         write_rows(out, "verdicts", rows)
