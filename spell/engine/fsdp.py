@@ -133,7 +133,9 @@ class ShardedLearnerWorker:
         cuda = torch.cuda.is_available()
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port))
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if cuda else "gloo", rank=self.rank, world_size=self.sharding.world_size)
+            # under cpu_offload the gradients are CPU DTensors: clip_grad_norm_ reduces them over gloo
+            backend = "cpu:gloo,cuda:nccl" if cuda else "gloo"
+            dist.init_process_group(backend, rank=self.rank, world_size=self.sharding.world_size)
         if cuda:
             torch.cuda.set_device(0)  # Ray gives each actor its own GPU as device 0
         else:
@@ -151,13 +153,18 @@ class ShardedLearnerWorker:
         model = AutoModelForCausalLM.from_pretrained(
             self.model_path, dtype=torch.float32, use_safetensors=True, attn_implementation=attn
         )
-        if cuda:
-            model = model.cuda()
+        # the model stays on the CPU: fully_shard moves one shard unit at a time to the GPU and shards it
+        # there, so no rank holds the whole fp32 model on its GPU (28 GiB at 7B)
         if self.sharding.gradient_checkpointing:
             enable_activation_checkpointing(model)
             model.config.use_cache = False
         apply_fsdp(model, self.sharding, "cuda" if cuda else "cpu")
-        self.learner = Learner(model, self.settings, pad_id=int(model.config.pad_token_id or 0))
+        self.learner = Learner(
+            model,
+            self.settings,
+            pad_id=int(model.config.pad_token_id or 0),
+            device=torch.device("cuda") if cuda else None,  # under cpu_offload the parameters live on the CPU
+        )
         if checkpoint:
             self.load(checkpoint)
         return {"rank": self.rank, "world": dist.get_world_size(), "backend": dist.get_backend()}

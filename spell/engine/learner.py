@@ -73,8 +73,10 @@ class Learner:
         pad_id: int = 0,
         ref_model: torch.nn.Module | None = None,
         autocast: torch.dtype | None = None,
+        device: torch.device | None = None,
     ):
         self.model, self.settings, self.pad_id, self.ref_model = model, settings, pad_id, ref_model
+        self._device = device  # where inputs go; None: the parameters' device (not under FSDP CPU offload)
         self.autocast_dtype = None if autocast in (None, torch.float32) else autocast
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
@@ -87,7 +89,7 @@ class Learner:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return self._device or next(self.model.parameters()).device
 
     @property
     def temperature(self) -> float:
