@@ -186,6 +186,12 @@ class RolloutConfig(_Section):
         "phrase, the verifier's decision): true for every role, or a list of roles. For small demo models; "
         "the paper lets the model reason first.",
     )
+    questioner_opening: Literal["json", "question_word"] = _field(
+        "json",
+        "With the questioner's prefill: 'json' starts its reply at the question's text; 'question_word' also "
+        "starts the question with What / Which / How much (general QA / MC / DocMath), for models too small "
+        "to write a question unprompted (they copy document sentences). Not in the paper.",
+    )
     role_max_new_tokens: dict[str, int] = _field(
         {}, "Per-role caps overriding max_new_tokens (questioner, grounding, responder, verifier); demo presets."
     )

@@ -158,9 +158,12 @@ def _not_a_question(task: str, question: str, answer: str, options, documents) -
     words = normalize_answer(question).split()
     if "?" not in question and (not words or words[0] not in _QUESTION_WORDS):
         return f"{question[:50]!r} is not a question (no '?', no question word)"
-    head = " ".join(normalize_answer(question.rstrip("?")).split()[: COPIED_MIN_WORDS * 2])
-    if len(head.split()) >= COPIED_MIN_WORDS and _contains(normalize_answer(" ".join(documents)), head):
-        return "question copies a sentence of the documents"
+    words = normalize_answer(question.rstrip("?")).split()
+    docs = normalize_answer(" ".join(documents))
+    # the head as written, and after a leading question word (a sentence copied behind "What ...")
+    for head in (words[: COPIED_MIN_WORDS * 2], words[1 : 1 + COPIED_MIN_WORDS * 2]):
+        if len(head) >= COPIED_MIN_WORDS and _contains(docs, " ".join(head)):
+            return "question copies a sentence of the documents"
     return None
 
 

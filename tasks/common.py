@@ -313,7 +313,7 @@ def sampling(ctx: StageContext, n: int, stage: str, rnd: int) -> dict[str, Any]:
 
     r = ctx.cfg.rollout
     role = {"question": "questioner", "grounding": "grounding", "respond": "responder", "verify": "verifier"}[stage]
-    return {
+    params = {
         "n": n,
         "temperature": r.temperature,
         "top_p": r.top_p,
@@ -321,6 +321,11 @@ def sampling(ctx: StageContext, n: int, stage: str, rnd: int) -> dict[str, Any]:
         "max_new_tokens": r.role_max_new_tokens.get(role, r.max_new_tokens),
         "seed": stage_seed(ctx.cfg.run.seed, ctx.iteration, rnd, stage),
     }
+    if role == "questioner" and r.prefills(role):
+        # the prefilled reply is the json block itself: it ends at its closing fence (kept, for the parser);
+        # what a small model writes after it is noise that would make a later, broken block the last one
+        params.update(stop=["```"], include_stop=True)
+    return params
 
 
 def prefills(ctx: StageContext, role: str, tasks: list[str]) -> list[str] | None:
@@ -330,7 +335,7 @@ def prefills(ctx: StageContext, role: str, tasks: list[str]) -> list[str] | None
     from spell.roles import prompts as P
 
     if role == "questioner":
-        return [P.PREFILL_QUESTIONER] * len(tasks)
+        return [P.prefill_questioner(t, ctx.cfg.rollout.questioner_opening) for t in tasks]
     if role == "verifier":
         return [P.PREFILL_VERIFIER] * len(tasks)
     return [P.prefill_responder(t) for t in tasks]

@@ -79,6 +79,8 @@ def test_stop_strings(gen):
         pytest.skip("generated text has no usable stop string")
     c = gen.generate(["hello"], SamplingParams(temperature=0, max_new_tokens=16, stop=(stop,)))[0][0]
     assert c.finish_reason == "stop" and stop not in c.text and base.text.startswith(c.text)
+    kept = gen.generate(["hello"], SamplingParams(temperature=0, max_new_tokens=16, stop=(stop,), include_stop=True))
+    assert kept[0][0].text == c.text + stop  # the stop string stays (the questioner's closing fence)
 
 
 def test_token_budget_batches():

@@ -27,6 +27,7 @@ def _guard(task, question, answer, options=None, docs=DOCS, switches=ALL):
         ("doc_general_qa", "Which city has a citadel?", "<the short, exact answer>", None, "template_answer"),
         ("doc_general_qa", "Aleppo is a city in northern Syria.", "Aleppo", None, "not_a_question"),
         ("doc_general_qa", "Aleppo is a city in northern Syria?", "Syria", None, "not_a_question"),
+        ("doc_general_qa", "What Aleppo is a city in northern Syria?", "Syria", None, "not_a_question"),
         (
             "doc_general_qa",
             "Which country is the city with the 1230 citadel in?",
@@ -189,3 +190,12 @@ def test_format_only_control_rewards_well_formed_outputs_only():
     assert (rows["q1-a0-v0"]["reward"], rows["q1-a0-v1"]["reward"]) == (1.0, 0.0)  # a readable vote, any side
     assert rows["q1"]["reward"] == 1.0 and rows["q2"]["reward"] == cfg.questioner.bad_format_reward
     assert {r["label_source"] for r in rows.values()} == {"format"}
+
+
+def test_question_word_opening_is_part_of_the_prefill():
+    from spell.roles import prompts
+
+    assert prompts.prefill_questioner("doc_mc") == prompts.PREFILL_QUESTIONER
+    assert prompts.prefill_questioner("docmath_qa", "question_word").endswith('{"question": "How much')
+    with pytest.raises(ValueError, match="questioner_opening"):
+        load_config(None, ["rollout.questioner_opening=what"])

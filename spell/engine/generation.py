@@ -28,6 +28,7 @@ class SamplingParams:
     max_new_tokens: int = 256
     seed: int | None = None
     stop: tuple[str, ...] = field(default_factory=tuple)
+    include_stop: bool = False  # keep the stop string that ended a completion in its text (a closing fence)
 
     def __post_init__(self) -> None:
         if self.n < 1 or self.max_new_tokens < 1:

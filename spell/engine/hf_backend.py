@@ -197,7 +197,8 @@ class TransformersGenerator:
         self, tokens: list[int], finish: str, pi: int, si: int, prompt_len: int, params: SamplingParams
     ) -> Completion:
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        hits = [text.find(s) for s in params.stop if s in text]
+        hits = [(text.find(s), len(s)) for s in params.stop if s in text]
         if hits:
-            text = text[: min(hits)]
+            at, size = min(hits)
+            text = text[: at + (size if params.include_stop else 0)]
         return Completion(pi, si, text, tokens, finish, prompt_len)

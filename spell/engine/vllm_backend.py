@@ -156,6 +156,7 @@ class VLLMGenerator:
                 max_tokens=params.max_new_tokens,
                 seed=None if params.seed is None else row_seed(params.seed, pi, 0),
                 stop=list(params.stop) or None,
+                include_stop_str_in_output=params.include_stop,
             )
             for pi in todo
         ]

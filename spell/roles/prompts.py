@@ -185,6 +185,14 @@ Decision: [[YES]] if the answers are equivalent, [[NO]] if they are not."""
 # The prefill is part of the prompt (never trained on); parsers read prefill + generated text.
 
 PREFILL_QUESTIONER = '```json\n{"question": "'
+# rollout.questioner_opening=question_word (small models): the question itself starts with a question word
+QUESTION_OPENINGS = {"doc_general_qa": "What", "doc_mc": "Which", "docmath_qa": "How much"}
+
+
+def prefill_questioner(task: str, opening: str = "json") -> str:
+    return PREFILL_QUESTIONER + (QUESTION_OPENINGS[task] if opening == "question_word" else "")
+
+
 PREFILL_VERIFIER = "Explanation: compared.\nDecision: [["
 
 
