@@ -210,7 +210,7 @@ def main() -> None:
     dev = torch.device(args.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         sys.exit("bench/gpu_check.py: no CUDA device (use --device cpu --small for a dry run)")
-    shape, prompt, steps, total = ("small", 128, 40, 4096) if args.small else ("1.5b", 2048, 80, 32768)
+    shape, prompt, steps, total = ("small", 128, 20, 4096) if args.small else ("1.5b", 2048, 80, 32768)
     checks = [
         ("precision", lambda: check_precision(dev, steps)),
         ("layouts", lambda: check_layouts(dev, "small" if args.small else "0.5b", prompt)),

@@ -1,7 +1,7 @@
 """Planted reward hacking through the real stages (scripted backend, SPELL_FAULT_HACK): with the guards on,
 copied proposals are rejected with reasons in DuckDB and counted in the summary, and an all-YES verifier
-trips the collapse guard so the responder reward is the rule check; with them off (the paper's behaviour)
-the hacks pass, which is what the guards are for."""
+trips the collapse guard so the responder reward is the rule check. That with the switches off the same hacks
+pass (the paper's behaviour) is checked stage by stage in tests/test_guards.py."""
 
 from pathlib import Path
 
@@ -20,9 +20,17 @@ GUARDS_ON = [
 
 def _run(runs: Path, name: str, overrides: list[str]) -> dict:
     from flows.iteration import spell_iteration
+    from spell.engine.ray_policy import kill_policy_actor
+    from tasks.common import _HANDLES
 
+    before = set(_HANDLES)
     ov = [f"run.runs_dir={runs}", "sampling.max_rounds=1", *overrides]
-    return spell_iteration(run=name, config=CONFIG, overrides=ov)
+    try:
+        return spell_iteration(run=name, config=CONFIG, overrides=ov)
+    finally:  # the session's Ray has 16 logical CPUs for every test: give this run's policy actor back
+        for actor in set(_HANDLES) - before:
+            kill_policy_actor(actor)
+            _HANDLES.pop(actor)
 
 
 def test_planted_hacks_are_rejected_and_the_collapsed_verifier_is_overruled(
@@ -30,7 +38,6 @@ def test_planted_hacks_are_rejected_and_the_collapsed_verifier_is_overruled(
 ):
     monkeypatch.setenv("SPELL_FAULT_HACK", "copy_template,yes_verifier")
     guarded = _run(tmp_path, "guarded", GUARDS_ON)
-    open_ = _run(tmp_path, "open", [])
     con = open_history(tmp_path)
 
     def one(sql: str, run: str) -> tuple:
@@ -56,14 +63,3 @@ def test_planted_hacks_are_rejected_and_the_collapsed_verifier_is_overruled(
     assert rule_mismatch == 0 and sources == ["rule"]
     (cases,) = one("SELECT list(DISTINCT \"case\") FROM rewards WHERE run = ? AND role = 'questioner'", "guarded")
     assert "rejected" in cases
-
-    # the control: the paper's behaviour lets the copied answers through and the YES bias sets the reward
-    (copied_open,) = one("SELECT count(*) FROM questions WHERE run = ? AND status = 'ok' AND answer = '12.5'", "open")
-    assert copied_open >= 1
-    inflated, sources_open = one(
-        "SELECT count(*) FILTER (WHERE reward > rule_score), list(DISTINCT label_source) FROM rewards "
-        "WHERE run = ? AND role = 'responder'",
-        "open",
-    )
-    assert inflated > 0 and sources_open == ["verifier"]
-    assert open_["metrics"]["verifier/collapsed_rounds"] == 0.0
