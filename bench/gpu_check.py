@@ -28,14 +28,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import scale
 from _common import machine
 
 from spell.engine.learner import Learner, LearnerSettings, TrainSequence
 from spell.engine.tiny import build_tiny_model
 
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "B200": 2250.0}
 # hidden, layers, heads, kv heads, intermediate; head_dim >= 64 (Hopper kernels refuse head_dim 16)
-SHAPES = {"small": (128, 2, 2, 1, 256), "0.5b": (896, 24, 14, 2, 4864), "1.5b": (1536, 28, 12, 2, 8960)}
+SHAPES = {"small": (128, 2, 2, 1, 256), **scale.SHAPES}
 Row = tuple[str, str]
 
 
@@ -194,8 +194,7 @@ def check_mfu(dev: torch.device, shape: str, prompt: int) -> list[Row]:
     t = timed(lambda: learner.train_step(seqs), dev)
     # 6 FLOPs per parameter per token (fwd + bwd) + attention 12 * layers * hidden * seq per token (causal half)
     flops = tokens * (6 * body + 6 * c.num_hidden_layers * c.hidden_size * (prompt + 256))
-    name = torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu"
-    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    peak = scale.peak_tflops() if dev.type == "cuda" else None
     mfu = f", MFU {100 * flops / t / (peak * 1e12):.1f}% of {peak:.0f} TFLOP/s" if peak else ""
     result = f"{tokens / t:,.0f} tok/s, {flops / t / 1e12:.1f} TFLOP/s{mfu} (gradient checkpointing on)"
     return [(f"learner, {shape} random ({body / 1e9:.2f}B non-embedding)", result)]

@@ -54,14 +54,14 @@ class VLLMGenerator:
         self.max_context = min(int(max_context), limit) if max_context else limit  # never the model's 262K
         # the compute dtype (bf16 on GPU): the learner's fp32 master weights are cast on every sync
         self.dtype = dtype or next(model.parameters()).dtype
-        self._snapshot: str | None = None
+        own_snapshot = False
         if lora_rank > 0 and base_path:  # the frozen base weights; the adapter comes as a LoRARequest
             snapshot = base_path
         else:  # a snapshot for vLLM to start from, removed once loaded (new weights come by sync_weights)
             snapshot = tempfile.mkdtemp(prefix="spell-vllm-")
             _unwrapped(model).save_pretrained(snapshot, safe_serialization=True)
             tokenizer.save_pretrained(snapshot)
-            self._snapshot = snapshot
+            own_snapshot = True
         lora: dict[str, Any] = {}
         if lora_rank > 0:
             lora = {"enable_lora": True, "max_lora_rank": lora_slot(lora_rank), "max_loras": 1}
@@ -75,8 +75,8 @@ class VLLMGenerator:
             enable_sleep_mode=sleep_mode,
             **lora,
         )
-        if self._snapshot:
-            shutil.rmtree(self._snapshot, ignore_errors=True)
+        if own_snapshot:
+            shutil.rmtree(snapshot, ignore_errors=True)
         self._vllm = vllm
         self.lora_rank = lora_rank
         self.lora_request: Any = None
