@@ -23,10 +23,22 @@ COLUMNS = (
     "decisive",
     "verifier_agreement",
     "verifier_yes_rate",
+    "verifier_false_yes_rate",
+    "collapsed_rounds",
     "guard_rejects",
 )
 
-LEARNING_SQL = """
+# one round's calibration rows pooled over rounds, each rate weighted by the answers it is a share of
+CALIBRATION_AGGREGATES = """
+    sum(yes_rate * verified) / nullif(sum(verified), 0) AS yes_rate,
+    sum(false_yes_rate * decisive_wrong) / nullif(sum(decisive_wrong), 0) AS false_yes_rate,
+    sum(false_no_rate * decisive_right) / nullif(sum(decisive_right), 0) AS false_no_rate,
+    sum(decisive_agreement * (decisive_wrong + decisive_right))
+        / nullif(sum(decisive_wrong + decisive_right), 0) AS decisive_agreement,
+    sum(decisive_wrong + decisive_right) AS decisive,
+    sum(CASE WHEN collapsed THEN 1 ELSE 0 END) AS collapsed_rounds"""
+
+LEARNING_SQL = f"""
 WITH q AS (
     SELECT iteration, count(*) AS questions,
            avg(CASE WHEN "case" IN ('bad_format', 'ungrounded', 'rejected') THEN 0.0 ELSE 1.0 END) AS valid_share,
@@ -36,14 +48,10 @@ WITH q AS (
 r AS (
     SELECT iteration, count(*) AS answers, avg(rule_score) AS rule_accuracy, avg(reward) AS reward_accuracy
     FROM rewards WHERE branch = '' AND role = 'responder' GROUP BY iteration),
-c AS (
-    SELECT iteration, sum(decisive_wrong + decisive_right) AS decisive,
-           sum(decisive_agreement * (decisive_wrong + decisive_right))
-               / nullif(sum(decisive_wrong + decisive_right), 0) AS verifier_agreement,
-           sum(yes_rate * verified) / nullif(sum(verified), 0) AS verifier_yes_rate
-    FROM calibration WHERE branch = '' GROUP BY iteration)
+c AS (SELECT iteration, {CALIBRATION_AGGREGATES} FROM calibration WHERE branch = '' GROUP BY iteration)
 SELECT q.iteration, questions, valid_share, good_share, coalesce(answers, 0), rule_accuracy, reward_accuracy,
-       coalesce(decisive, 0), verifier_agreement, verifier_yes_rate, guard_rejects
+       coalesce(decisive, 0), decisive_agreement, yes_rate, false_yes_rate, coalesce(collapsed_rounds, 0),
+       guard_rejects
 FROM q LEFT JOIN r USING (iteration) LEFT JOIN c USING (iteration)
 ORDER BY q.iteration
 """

@@ -58,22 +58,24 @@ def build_report(runs_dir: str | Path, run: str) -> tuple[Path, Path]:
         for key in ("valid_share", "good_share", "rule_accuracy", "reward_accuracy")
     }
     panels["verifier calibration (share)"] = {
-        "agreement with decisive rule": (
-            [r["iteration"] for r in signals if r["verifier_agreement"] is not None],
-            [r["verifier_agreement"] for r in signals if r["verifier_agreement"] is not None],
-        ),
-        **series(
-            "SELECT 'yes rate', iteration, sum(yes_rate * verified) / nullif(sum(verified), 0) FROM calibration "
-            "GROUP BY ALL UNION ALL SELECT 'false yes rate', iteration, sum(false_yes_rate * decisive_wrong) / "
-            "nullif(sum(decisive_wrong), 0) FROM calibration GROUP BY ALL ORDER BY 1, 2"
-        ),
+        label: (
+            [r["iteration"] for r in signals if r[key] is not None],
+            [r[key] for r in signals if r[key] is not None],
+        )
+        for label, key in (
+            ("agreement with decisive rule", "verifier_agreement"),
+            ("yes rate", "verifier_yes_rate"),
+            ("false yes rate", "verifier_false_yes_rate"),
+        )
     }
     panels["guard rejections, verifier collapses (count)"] = series(
         "SELECT regexp_extract(reason, 'guard ([a-z_]+):', 1), iteration, count(*) FROM "
         "(SELECT iteration, reason FROM questions UNION ALL SELECT iteration, reason FROM responses) "
-        "WHERE reason LIKE 'guard %' GROUP BY ALL "
-        "UNION ALL SELECT 'verifier collapse (rounds)', iteration, sum(collapsed::INT) FROM calibration "
-        "GROUP BY ALL ORDER BY 1, 2"
+        "WHERE reason LIKE 'guard %' GROUP BY ALL ORDER BY 1, 2"
+    )
+    panels["guard rejections, verifier collapses (count)"]["verifier collapse (rounds)"] = (
+        [r["iteration"] for r in signals],
+        [float(r["collapsed_rounds"]) for r in signals],
     )
     stage_secs: dict[str, tuple[list[int], list[float]]] = {}
     for k in layout.iterations():

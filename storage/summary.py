@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from spell.guards import guard_counts
+from storage.learning import CALIBRATION_AGGREGATES
 from storage.views import query
 
 
@@ -115,18 +116,7 @@ def iteration_metrics(iter_dir: Path) -> dict[str, float]:
     m.update({f"guard/{k}/n": float(v) for k, v in guard_counts(r["reason"] for r in reasons).items()})
     put(
         "verifier/",
-        query(
-            files,
-            """
-        SELECT sum(yes_rate * verified) / nullif(sum(verified), 0) AS yes_rate,
-               sum(false_yes_rate * decisive_wrong) / nullif(sum(decisive_wrong), 0) AS false_yes_rate,
-               sum(false_no_rate * decisive_right) / nullif(sum(decisive_right), 0) AS false_no_rate,
-               sum(decisive_agreement * (decisive_wrong + decisive_right))
-                   / nullif(sum(decisive_wrong + decisive_right), 0) AS decisive_agreement,
-               sum(decisive_wrong + decisive_right) AS decisive,
-               sum(CASE WHEN collapsed THEN 1 ELSE 0 END) AS collapsed_rounds
-        FROM calibration""",
-        ),
+        query(files, f"SELECT {CALIBRATION_AGGREGATES} FROM calibration"),
         ["yes_rate", "false_yes_rate", "false_no_rate", "decisive_agreement", "decisive", "collapsed_rounds"],
     )
     return m

@@ -13,9 +13,14 @@ def _con(rewards: list[tuple], calibration: list[tuple]) -> duckdb.DuckDBPyConne
     con.executemany("INSERT INTO rewards VALUES (?, ?, ?, ?, ?, ?)", rewards)
     con.execute(
         "CREATE TABLE calibration (iteration INT, verified INT, yes_rate DOUBLE, decisive_wrong INT, "
-        "decisive_right INT, decisive_agreement DOUBLE, branch VARCHAR)"
+        "decisive_right INT, decisive_agreement DOUBLE, branch VARCHAR, false_yes_rate DOUBLE DEFAULT 0, "
+        "false_no_rate DOUBLE DEFAULT 0, collapsed BOOLEAN DEFAULT false)"
     )
-    con.executemany("INSERT INTO calibration VALUES (?, ?, ?, ?, ?, ?, ?)", calibration)
+    con.executemany(
+        "INSERT INTO calibration (iteration, verified, yes_rate, decisive_wrong, decisive_right, "
+        "decisive_agreement, branch) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        calibration,
+    )
     return con
 
 
