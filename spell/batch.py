@@ -5,6 +5,8 @@ Questioner: the good samples behind the kept groups plus, per task, `negatives_r
 per good one (a task short of negatives is not made up from other tasks). Verifier: eligible groups in
 proportion to the responder groups actually kept (`verifier_share` per group), or none when too few
 are eligible (spec Part A rows 'questioner negatives', 'verifier samples per step').
+`format_floor` (not in the paper, off there) tops a task's questioner rows up with proposals of mixed reward
+when it has too few, so a model that never reaches the frontier still learns the format (see `_mixed_rewards`).
 Advantages are attached here, so the learner downstream stays role-blind.
 """
 
@@ -87,6 +89,26 @@ def verifier_groups_for(responder_groups: int, share: float) -> int:
     return int(responder_groups * share + 1e-9)
 
 
+def _mixed_rewards(
+    have: Sequence[QuestionerSample], pool: Sequence[QuestionerSample], n: int, rng: random.Random
+) -> list[QuestionerSample]:
+    """Up to n proposals from `pool`, taken round-robin over its reward levels (best first), so a valid
+    proposal (0) stands beside a broken one (-1) and the task's z-score has a sign; none when the task's
+    rows would all share one reward (a zero advantage teaches nothing)."""
+    if n <= 0 or len({q.reward for q in have} | {q.reward for q in pool}) < 2:
+        return []
+    levels: dict[float, list[QuestionerSample]] = {}
+    for q in pool:
+        levels.setdefault(float(q.reward or 0.0), []).append(q)
+    queues = [rng.sample(v, len(v)) for _, v in sorted(levels.items(), reverse=True)]
+    out: list[QuestionerSample] = []
+    while len(out) < n and any(queues):
+        for queue in queues:
+            if queue and len(out) < n:
+                out.append(queue.pop())
+    return out
+
+
 def select_training_batch(
     questioners: Sequence[QuestionerSample],
     responder_groups: Sequence[ResponderGroup],
@@ -100,6 +122,7 @@ def select_training_batch(
     dynamic: bool = True,
     train_questioner: bool = True,
     train_verifier: bool = True,
+    format_floor: int = 0,
 ) -> TrainingBatch:
     batch = TrainingBatch()
 
@@ -118,6 +141,15 @@ def select_training_batch(
             good_t = sum(1 for q in chosen if q.task == task)
             pool = [q for q in questioners if q.task == task and q.case in NEGATIVE_CASES and q.reward is not None]
             chosen += rng.sample(pool, min(round(negatives_ratio * good_t), len(pool)))
+        for task in TASKS if format_floor else ():
+            have = [q for q in chosen if q.task == task]
+            taken = {q.sample_id for q in have}
+            pool = [
+                q
+                for q in questioners
+                if q.task == task and q.case in NEGATIVE_CASES and q.reward is not None and q.sample_id not in taken
+            ]
+            chosen += _mixed_rewards(have, pool, format_floor - len(have), rng)
         rewards = np.array([q.reward for q in chosen], dtype=np.float64)
         advs = questioner_advantages(rewards, [q.task for q in chosen], questioner_normalize)
         batch.rows += [

@@ -101,6 +101,12 @@ class QuestionerConfig(_Section):
         "Failed questioner samples per good one, per task (paper §3.4; 0 = ablation 'w/o format penalty').",
         ge=0,
     )
+    format_floor: int = _field(
+        0,
+        "Not in the paper (0 there): per task, top the step's questioner rows up to this many with proposals of "
+        "mixed reward (valid 0 beside broken -1), so a model that never reaches the frontier still trains its format.",
+        ge=0,
+    )
     bad_format_reward: float = _field(-1.0, "Reward for an unparsable questioner output (paper Eq. 7).")
     ungrounded_reward: float = _field(-0.5, "Reward for a question answered without documents (paper Eq. 7).")
     max_answer_tokens: int = _field(

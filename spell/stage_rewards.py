@@ -235,6 +235,7 @@ def batch_rows(
         dynamic=cfg.sampling.dynamic,
         train_questioner=cfg.questioner.update,
         train_verifier=cfg.verifier.enabled and cfg.verifier.update,
+        format_floor=cfg.questioner.format_floor,
     )
     out = []
     for b in batch.rows:

@@ -113,3 +113,29 @@ def test_verifier_groups_follow_the_responder_groups_collected():
     assert full.counts["responder_groups"] == 8 and len({r.group_id for r in full.by_role("verifier")}) == 4
     short = select_training_batch(qs, groups[:4], vgs, train_batch_size=8, verifier_share=0.5, rng=random.Random(0))
     assert short.counts["responder_groups"] == 3 and len({r.group_id for r in short.by_role("verifier")}) == 1
+
+
+def test_format_floor_trains_the_questioner_without_good_cases():
+    """questioner.format_floor (not in the paper): no proposal at the frontier still gives the questioner a
+    signed signal, valid proposals (0) up and broken ones (-1) down; off (0) it is the paper's empty batch."""
+    qs = [QuestionerSample(f"v{i}", "docmath_qa", "zero_variance", 0.0) for i in range(3)]
+    qs += [QuestionerSample(f"b{i}", "docmath_qa", "bad_format", -1.0) for i in range(5)]
+    qs += [QuestionerSample("r0", "docmath_qa", "rejected", -1.0), QuestionerSample("s", "docmath_qa", "skipped", None)]
+    qs += [QuestionerSample(f"m{i}", "doc_mc", "bad_format", -1.0) for i in range(4)]  # one reward level only
+    paper = select_training_batch(qs, [], [], train_batch_size=2, verifier_share=0, rng=random.Random(0))
+    assert paper.by_role("questioner") == []
+    b = select_training_batch(qs, [], [], train_batch_size=2, verifier_share=0, rng=random.Random(0), format_floor=4)
+    rows = b.by_role("questioner")
+    assert {r.task for r in rows} == {"docmath_qa"}  # doc_mc's proposals all share -1: nothing to learn
+    assert sorted(r.reward for r in rows) == [-1.0, -1.0, 0.0, 0.0] and "s" not in {r.sample_id for r in rows}
+    assert all((r.advantage > 0) == (r.reward == 0.0) for r in rows)
+    assert abs(sum(r.advantage for r in rows)) < 1e-9
+
+
+def test_format_floor_only_tops_up():
+    qs, groups, vgs = _pool()
+    base = select_training_batch(qs, groups, vgs, train_batch_size=9, verifier_share=0, rng=random.Random(0))
+    floor = select_training_batch(
+        qs, groups, vgs, train_batch_size=9, verifier_share=0, rng=random.Random(0), format_floor=2
+    )
+    assert [r.sample_id for r in floor.by_role("questioner")] == [r.sample_id for r in base.by_role("questioner")]
