@@ -2,6 +2,7 @@
 around the step, full weights loaded by their Hugging Face names after it (also after a skipped step
 once the weights were dropped), a fresh LoRA adapter request per step when LoRA is on."""
 
+import importlib
 import sys
 import types
 from pathlib import Path
@@ -19,16 +20,29 @@ class FakeLLM:
     def __init__(self, model, **kw):
         self.kw, self.calls, self.loaded, self.model_path = kw, [], {}, Path(model)
         self.snapshot_files = sorted(p.name for p in Path(model).iterdir())  # what vLLM starts from
-        runner = types.SimpleNamespace(model=types.SimpleNamespace(load_weights=self._load))
-        worker = types.SimpleNamespace(model_runner=runner)
-        self.llm_engine = types.SimpleNamespace(
-            model_executor=types.SimpleNamespace(driver_worker=types.SimpleNamespace(worker=worker))
-        )
+        # like the multiprocess executor: no driver_worker; one worker per tensor-parallel rank, each with
+        # the class named by worker_extension_cls mixed in, reached only through collective_rpc
+        mod, _, name = kw["worker_extension_cls"].rpartition(".")
+        ext = getattr(importlib.import_module(mod), name)
+        self.workers = []
+        for rank in range(kw["tensor_parallel_size"]):
+            worker = type("Worker", (ext,), {})()
+            worker.model_runner = types.SimpleNamespace(model=types.SimpleNamespace(load_weights=self._loader(rank)))
+            self.workers.append(worker)
+        self.loaded_by_rank = [{} for _ in self.workers]
         FakeLLM.instances.append(self)
 
-    def _load(self, weights):
-        self.calls.append("load_weights")
-        self.loaded = {n: t.clone() for n, t in weights}
+    def collective_rpc(self, method, args=(), kwargs=None):
+        return [getattr(w, method)(*args, **(kwargs or {})) for w in self.workers]
+
+    def _loader(self, rank):
+        def load(weights):
+            if rank == 0:
+                self.calls.append("load_weights")
+            self.loaded_by_rank[rank].update({n: t.clone() for n, t in weights})
+            self.loaded = self.loaded_by_rank[0]
+
+        return load
 
     def sleep(self, level):
         self.calls.append(f"sleep{level}")
@@ -114,3 +128,14 @@ def test_sleep_can_be_turned_off(fake_vllm, tiny_model_dir):
     llm = fake_vllm.instances[0]
     pol.train_step(SEQS, iteration=1)
     assert not llm.kw["enable_sleep_mode"] and llm.calls == ["load_weights", "reset_prefix_cache"]
+
+
+def test_tensor_parallel_sync_reaches_every_worker(fake_vllm, tiny_model_dir):
+    """engine.tensor_parallel > 1: no driver_worker to reach into; every rank gets every weight."""
+    pol = Policy(PolicySpec(model_path=tiny_model_dir, backend="vllm", tensor_parallel=2, sleep_between_phases=False))
+    llm = fake_vllm.instances[0]
+    pol.train_step(SEQS, iteration=1)
+    want = pol.model.state_dict()
+    assert len(llm.workers) == 2 and llm.calls == ["load_weights", "reset_prefix_cache"]
+    for got in llm.loaded_by_rank:
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)

@@ -1,11 +1,13 @@
 """vLLM rollout backend (GPU; `pip install 'spell[gpu]'`), same interface as the transformers backend.
 
-vLLM runs in the policy's own process (colocated with the learner), with its V1 multiprocessing off so
-the model object is reachable. Around each GRPO step the engine sleeps (`engine.sleep_between_phases`):
-level 2 drops weights and KV cache when full weights are trained (they are reloaded anyway), level 1
-keeps the base weights when LoRA is on. After the step `sync_weights` loads the new weights without a
-restart: full weights through the model's `load_weights`, or, with LoRA, the new adapter as a fresh
-`LoRARequest` used by every later generation. Imported lazily: nothing here loads on CPU.
+vLLM runs in the policy's own process (colocated with the learner), with its V1 multiprocessing off for
+a single GPU (under tensor parallelism vLLM starts its own worker processes). Around each GRPO step the
+engine sleeps (`engine.sleep_between_phases`): level 2 drops weights and KV cache when full weights are
+trained (they are reloaded anyway), level 1 keeps the base weights when LoRA is on. After the step
+`sync_weights` loads the new weights without a restart: full weights through `collective_rpc` into every
+worker's `load_weights` (the public route, any tensor-parallel size; `spell.engine.vllm_worker`), or,
+with LoRA, the new adapter as a fresh `LoRARequest` used by every later generation. Imported lazily:
+nothing here loads on CPU.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from typing import Any
+
+import torch
 
 from spell.engine.generation import (
     FINISH_LENGTH,
@@ -27,6 +31,8 @@ from spell.engine.generation import (
     render_prompt,
     row_seed,
 )
+from spell.engine.vllm_worker import EXTENSION
+from spell.engine.weight_sync import DEFAULT_BUCKET_BYTES, plan_buckets
 
 
 class VLLMGenerator:
@@ -73,6 +79,7 @@ class VLLMGenerator:
             tensor_parallel_size=tensor_parallel_size,
             enable_prefix_caching=True,
             enable_sleep_mode=sleep_mode,
+            worker_extension_cls=EXTENSION,
             **lora,
         )
         if own_snapshot:
@@ -84,21 +91,6 @@ class VLLMGenerator:
         self.weights_dropped = False  # True between a level-2 sleep and the next sync
         if lora_rank > 0:
             self.sync_weights(model)  # a resumed run's adapter is not zero
-
-    def _runner_model(self) -> Any:
-        engine = self.llm.llm_engine
-        for path in (
-            "model_executor.driver_worker.worker.model_runner.model",
-            "model_executor.driver_worker.model_runner.model",
-        ):
-            obj: Any = engine
-            try:
-                for attr in path.split("."):
-                    obj = getattr(obj, attr)
-                return obj
-            except AttributeError:
-                continue
-        raise RuntimeError("cannot reach the vLLM model to load new weights (vLLM version changed?)")
 
     def sleep(self) -> None:
         """Give the GPU memory back for a training step (see the module doc for the levels)."""
@@ -132,8 +124,12 @@ class VLLMGenerator:
             if self.weights_dropped:  # pragma: no cover - level 1 keeps base weights; defensive
                 raise RuntimeError("vLLM dropped its base weights while LoRA is on")
         else:
-            weights = ((n, p.detach().to(self.dtype)) for n, p in _unwrapped(model).state_dict().items())
-            self._runner_model().load_weights(weights)
+            # by collective_rpc to every tensor-parallel worker, a bucket at a time (bounded host memory)
+            tensors = _unwrapped(model).state_dict()
+            size = torch.empty((), dtype=self.dtype).element_size()
+            for metas in plan_buckets(tensors, size, DEFAULT_BUCKET_BYTES):
+                bucket = [(m.name, tensors[m.name].detach().to(self.dtype)) for m in metas]
+                self.llm.collective_rpc("spell_load_weights", args=(bucket,))
         self.weights_dropped = False
         self.llm.reset_prefix_cache()
 
