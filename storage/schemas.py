@@ -162,6 +162,9 @@ SCHEMAS: dict[str, pa.Schema] = {
                 # tokens the model computed vs the trajectories' own lengths (< 1 with engine.shared_prefix)
                 "computed_tokens",
                 "sequence_tokens",
+                # the push to the rollout replicas after the step (0 without replicas): bytes per replica, seconds
+                "weight_sync_bytes",
+                "weight_sync_seconds",
             )
         ]
         + [("learner_steps", pa.int64())]

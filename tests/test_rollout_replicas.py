@@ -1,5 +1,6 @@
 """Rollout replicas: prompts split between the policy actor and generation-only copies, every prompt
-answered once in order, and the trained weights reach every replica after a step."""
+answered once in order, and the trained weights reach every replica after a step, by broadcast (gloo on CPU),
+not through the object store."""
 
 import pytest
 
@@ -27,7 +28,9 @@ def test_replicas_split_prompts_and_receive_new_weights(ray_local, tiny_model_di
         seq = {"prompt_ids": before[0]["prompt_ids"], "response_ids": before[0]["completions"][0]["token_ids"],
                "advantage": -1.0}  # fmt: skip
         for _ in range(4):
-            ray.get(actor.train_step.remote([seq]))
+            m = ray.get(actor.train_step.remote([seq]))
+        n_params = ray.get(actor.info.remote())["parameters"]  # tied weights counted once, like the push
+        assert m["weight_sync_bytes"] == 4 * n_params and m["weight_sync_seconds"] > 0  # fp32 on CPU, by gloo
         after = ray.get(actor.rollout.remote(["hello"] * 3, GREEDY))
         tokens = [tuple(r["completions"][0]["token_ids"]) for r in after]
         assert len(set(tokens)) == 1 and tokens[0] != tuple(seq["response_ids"])  # all engines moved together

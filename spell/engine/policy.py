@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from spell.engine.loading import (
     resolve_model_path,
     wrap_lora,
 )
+from spell.engine.replicas import ReplicaEndpoint, RolloutReplicas
 from spell.engine.spec import PolicySpec
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,8 @@ class Policy:
         self.group = self._make_learner_group(source, checkpoint)
         self.generator = self._make_generator()
         self.scripted = self._make_scripted()
-        self.replicas = self._make_replicas(checkpoint)
+        self.replicas = RolloutReplicas.start(Policy, self.spec, self.group, self._colocated(), checkpoint)
+        self._endpoint: ReplicaEndpoint | None = None  # a replica's end of the weight-sync group
         self.trained_iteration = 0
         self.busy_seconds = {"generate": 0.0, "train": 0.0}  # for bench/overhead.py
         self.started_at = time.time()  # two flow runs that report the same value were served by one warm actor
@@ -130,29 +131,6 @@ class Policy:
     def _colocated(self) -> bool:
         """Rollout replicas share the sharded learner's GPUs (one replica per rank's GPU, half each)."""
         return self.spec.rollout_replicas > 1 and self.spec.learner_ranks > 1 and torch.cuda.is_available()
-
-    def _make_replicas(self, checkpoint: str | None) -> list[Any]:
-        """Generation-only copies of the policy as Ray actors (engine.rollout_replicas - 1 of them)."""
-        if self.spec.rollout_replicas <= 1 or self.spec.replica:
-            return []
-        import ray
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-        spec = replace(self.spec, replica=True, learner_ranks=1, rollout_replicas=1).to_dict()
-        cls = ray.remote(Policy)
-        replicas = []
-        for i in range(self.spec.rollout_replicas - 1):
-            opts: dict[str, Any] = {"num_cpus": 0, "num_gpus": 0}
-            if self.group is not None:  # inside the learner's placement group, on rank i's GPU when there is one
-                opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                    self.group.pg, placement_group_bundle_index=i
-                )
-                opts["num_gpus"] = 0.5 if self._colocated() else 0
-            elif torch.cuda.is_available():
-                opts["num_gpus"] = self.spec.tensor_parallel if self.spec.backend == "vllm" else 1
-            replicas.append(cls.options(**opts).remote(spec, checkpoint))
-        ray.get([r.info.remote() for r in replicas])  # surface construction errors here
-        return replicas
 
     def _make_generator(self) -> Any:
         if self.spec.backend == "scripted":  # test double for pipeline tests (see spell.engine.scripted)
@@ -216,7 +194,17 @@ class Policy:
         A prefill is appended to the rendered prompt and put back in front of each completion's text.
         `role` (questioner, grounding, responder, verifier) picks a rule-played generator where configured."""
         if self.replicas and len(prompts) > 1:
-            return self._rollout_split(prompts, params, max_prompt_tokens, prefills, role)
+            return self.replicas.rollout(self._rollout_here, prompts, params, max_prompt_tokens, prefills, role)
+        return self._rollout_here(prompts, params, max_prompt_tokens, prefills, role)
+
+    def _rollout_here(
+        self,
+        prompts: list[Prompt],
+        params: dict[str, Any] | SamplingParams,
+        max_prompt_tokens: int | None = None,
+        prefills: list[str] | None = None,
+        role: str | None = None,
+    ) -> list[dict[str, Any]]:
         start = time.perf_counter()
         sp = params if isinstance(params, SamplingParams) else SamplingParams.from_dict(params)
         ids = self.render(prompts)
@@ -254,47 +242,20 @@ class Policy:
         self.busy_seconds["generate"] += time.perf_counter() - start
         return results
 
-    def _rollout_split(
-        self,
-        prompts: list[Prompt],
-        params: dict[str, Any] | SamplingParams,
-        max_prompt_tokens: int | None,
-        prefills: list[str] | None,
-        role: str | None,
-    ) -> list[dict[str, Any]]:
-        """Contiguous shares of the prompts to the replicas and this actor, concurrently; each share samples
-        with its own seed (seed + 7919 * share) so replicas never repeat each other."""
-        import ray
+    def weight_dtype(self) -> str:
+        return str(next(self.model.parameters()).dtype).replace("torch.", "")
 
-        d = asdict(params) if isinstance(params, SamplingParams) else dict(params)
-        parts = min(len(self.replicas) + 1, len(prompts))
-        bounds = [len(prompts) * k // parts for k in range(parts + 1)]
+    def join_weight_sync(self, address: tuple[str, int], rank: int, world: int, backend: str, plan: list) -> None:
+        """A replica joins its policy actor's broadcast group (spell.engine.replicas)."""
+        self._endpoint = ReplicaEndpoint(address, rank, world, backend, plan)
 
-        def share(k: int) -> tuple[list[Prompt], dict[str, Any], list[str] | None]:
-            lo, hi = bounds[k], bounds[k + 1]
-            seed = None if d.get("seed") is None else int(d["seed"]) + 7919 * k
-            return prompts[lo:hi], {**d, "seed": seed}, prefills[lo:hi] if prefills else None
-
-        futures = [self.replicas[k - 1].rollout.remote(*share(k)[:2], max_prompt_tokens, share(k)[2], role)
-                   for k in range(1, parts)]  # fmt: skip
-        ps, pp, pf = share(0)
-        saved, self.replicas = self.replicas, []
-        try:
-            out = self.rollout(ps, pp, max_prompt_tokens, pf, role)
-        finally:
-            self.replicas = saved
-        for k, rows in enumerate(ray.get(futures), start=1):
-            for row in rows:
-                for c in row["completions"]:
-                    c["prompt_index"] += bounds[k]
-            out += rows
-        return out
-
-    def load_weights(self, state: dict[str, Any]) -> None:
-        """A replica takes the trained weights (sent once through the object store) into its engine."""
-        self.model.load_state_dict(state)
+    def receive_weights(self) -> dict[str, float]:
+        """A replica takes the trained weights, broadcast bucket by bucket, into its engine."""
+        assert self._endpoint is not None, "join_weight_sync first"
+        stats = self._endpoint.receive(self.model)
         if hasattr(self.generator, "sync_weights"):
             self.generator.sync_weights(self.model)
+        return stats.as_metrics()
 
     def pause_generation(self) -> None:
         if self.spec.sleep_between_phases and hasattr(self.generator, "sleep"):
@@ -324,7 +285,7 @@ class Policy:
         start = time.perf_counter()
         gen = self.generator
         self.pause_generation()  # generation and training share the GPU: vLLM gives its memory back for the step
-        _call_all(self.replicas, "pause_generation")
+        self._replicas_call("pause_generation")
         try:
             if self.group is not None:
                 metrics = self.group.train_step(seqs)
@@ -337,19 +298,16 @@ class Policy:
                 metrics = self.learner.train_step([TrainSequence.from_dict(s) for s in seqs])
         except BaseException:
             self.resume_generation()
-            _call_all(self.replicas, "resume_generation")
+            self._replicas_call("resume_generation")
             raise
         sync = hasattr(gen, "sync_weights") and (not metrics.get("skipped") or getattr(gen, "weights_dropped", False))
         if not self.resume_generation(self.model if sync else None) and sync:
             gen.sync_weights(self.model)
-        _call_all(self.replicas, "resume_generation")
+        self._replicas_call("resume_generation")
         if iteration is not None:
             self.trained_iteration = max(self.trained_iteration, iteration)
         if self.replicas:
-            import ray
-
-            ref = ray.put({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
-            _call_all(self.replicas, "load_weights", ref)
+            metrics = {**metrics, **self.replicas.push(self.model, self.device).as_metrics()}
         self.busy_seconds["train"] += time.perf_counter() - start
         return metrics
 
@@ -381,6 +339,10 @@ class Policy:
             out = save_checkpoint(root, name, model, self.tokenizer, self.learner.optimizer, st, extra=extra)
         return str(out)
 
+    def _replicas_call(self, method: str) -> None:
+        if self.replicas:
+            self.replicas.call_all(method)
+
     def info(self) -> dict[str, Any]:
         n = sum(p.numel() for p in self.model.parameters())
         return {
@@ -398,10 +360,3 @@ class Policy:
             "started_at": self.started_at,
             "spec": self.spec.to_dict(),
         }
-
-
-def _call_all(actors: list[Any], method: str, *args: Any) -> None:
-    if actors:
-        import ray
-
-        ray.get([getattr(a, method).remote(*args) for a in actors])

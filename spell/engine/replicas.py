@@ -1,0 +1,155 @@
+"""Rollout replicas: `engine.rollout_replicas - 1` generation-only copies of the policy as Ray actors.
+
+The policy actor splits each rollout across itself and its replicas, and after every GRPO step pushes
+the new weights to them over a broadcast group of their own (`spell.engine.weight_sync`: gloo on CPU,
+NCCL on GPU), never through the Ray object store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from typing import Any
+
+import torch
+
+from spell.engine.generation import Prompt, SamplingParams
+from spell.engine.spec import PolicySpec
+from spell.engine.weight_sync import (
+    DEFAULT_BUCKET_BYTES,
+    SyncGroup,
+    SyncStats,
+    TensorMeta,
+    backend_for,
+    copy_into,
+    plan_buckets,
+    receive_weights,
+    send_weights,
+    sync_tensors,
+)
+
+SEED_STRIDE = 7919  # share k samples with seed + 7919 * k, so replicas never repeat each other
+
+
+class RolloutReplicas:
+    """The replica actors of one policy actor, and the weight-sync group that reaches them."""
+
+    def __init__(self, actors: list[Any], bucket_bytes: int = DEFAULT_BUCKET_BYTES):
+        self.actors = actors
+        self.bucket_bytes = bucket_bytes
+        self._group: SyncGroup | None = None
+        self._plan: list[list[TensorMeta]] = []
+        self._wire: torch.dtype = torch.float32
+        self.last_sync = SyncStats()
+
+    @classmethod
+    def start(cls, policy_cls: type, spec: PolicySpec, learner_group: Any, colocated: bool,
+              checkpoint: str | None) -> RolloutReplicas | None:  # fmt: skip
+        """The actors, inside the learner's placement group (on rank i's GPU when there is one)."""
+        if spec.rollout_replicas <= 1 or spec.replica:
+            return None
+        import ray
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        replica_spec = replace(spec, replica=True, learner_ranks=1, rollout_replicas=1).to_dict()
+        remote = ray.remote(policy_cls)
+        actors = []
+        for i in range(spec.rollout_replicas - 1):
+            opts: dict[str, Any] = {"num_cpus": 0, "num_gpus": 0}
+            if learner_group is not None:
+                opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                    learner_group.pg, placement_group_bundle_index=i
+                )
+                opts["num_gpus"] = 0.5 if colocated else 0
+            elif torch.cuda.is_available():
+                opts["num_gpus"] = spec.tensor_parallel if spec.backend == "vllm" else 1
+            actors.append(remote.options(**opts).remote(replica_spec, checkpoint))
+        ray.get([a.info.remote() for a in actors])  # surface construction errors here
+        return cls(actors)
+
+    def __len__(self) -> int:
+        return len(self.actors)
+
+    def call_all(self, method: str, *args: Any) -> list[Any]:
+        import ray
+
+        return ray.get([getattr(a, method).remote(*args) for a in self.actors])
+
+    def rollout(
+        self,
+        local: Callable[..., list[dict[str, Any]]],
+        prompts: list[Prompt],
+        params: dict[str, Any] | SamplingParams,
+        max_prompt_tokens: int | None,
+        prefills: list[str] | None,
+        role: str | None,
+    ) -> list[dict[str, Any]]:
+        """Contiguous shares of the prompts to the replicas and to `local` (the policy actor's own engine),
+        concurrently; results in prompt order with global prompt indices."""
+        import ray
+
+        d = asdict(params) if isinstance(params, SamplingParams) else dict(params)
+        parts = min(len(self.actors) + 1, len(prompts))
+        bounds = [len(prompts) * k // parts for k in range(parts + 1)]
+
+        def share(k: int) -> tuple[list[Prompt], dict[str, Any], list[str] | None]:
+            lo, hi = bounds[k], bounds[k + 1]
+            seed = None if d.get("seed") is None else int(d["seed"]) + SEED_STRIDE * k
+            return prompts[lo:hi], {**d, "seed": seed}, prefills[lo:hi] if prefills else None
+
+        futures = []
+        for k in range(1, parts):
+            ps, pp, pf = share(k)
+            futures.append(self.actors[k - 1].rollout.remote(ps, pp, max_prompt_tokens, pf, role))
+        ps, pp, pf = share(0)
+        out = local(ps, pp, max_prompt_tokens, pf, role)
+        for k, rows in enumerate(ray.get(futures), start=1):
+            for row in rows:
+                for c in row["completions"]:
+                    c["prompt_index"] += bounds[k]
+            out += rows
+        return out
+
+    def push(self, model: torch.nn.Module, device: torch.device) -> SyncStats:
+        """Broadcast the model's weights to every replica (the group is formed on the first push)."""
+        import ray
+
+        tensors = sync_tensors(model)
+        if self._group is None:
+            backend = backend_for(device)
+            dtypes = set(self.call_all("weight_dtype"))
+            if len(dtypes) != 1:
+                raise RuntimeError(f"rollout replicas disagree on their weight dtype: {sorted(dtypes)}")
+            self._wire = getattr(torch, dtypes.pop())
+            size = torch.empty((), dtype=self._wire).element_size()
+            self._plan = plan_buckets(tensors, size, self.bucket_bytes)
+            world = len(self.actors) + 1
+            group = SyncGroup.host(ray.util.get_node_ip_address(), world, backend)
+            joins = [
+                a.join_weight_sync.remote(group.address, rank, world, backend, self._plan)
+                for rank, a in enumerate(self.actors, start=1)
+            ]
+            group.connect()
+            ray.get(joins)
+            self._group = group
+        receives = [a.receive_weights.remote() for a in self.actors]
+        self.last_sync = send_weights(self._group, tensors, self._plan, self._wire, device)
+        ray.get(receives)
+        return self.last_sync
+
+
+class ReplicaEndpoint:
+    """A replica's end of the weight-sync group: receives each push straight into its model's weights."""
+
+    def __init__(self, address: tuple[str, int], rank: int, world: int, backend: str, plan: list[list[TensorMeta]]):
+        self.group = SyncGroup(tuple(address), rank, world, backend).connect()  # type: ignore[arg-type]
+        self.plan = plan
+        self.buffer_device = torch.device("cuda") if backend == "nccl" else torch.device("cpu")
+
+    def receive(self, model: torch.nn.Module) -> SyncStats:
+        tensors = sync_tensors(model)
+        dtype = next(iter(tensors.values())).dtype
+        return receive_weights(self.group, self.plan, dtype, self.buffer_device, copy_into(tensors))
+
+
+__all__ = ["SEED_STRIDE", "ReplicaEndpoint", "RolloutReplicas"]
