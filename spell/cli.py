@@ -7,6 +7,7 @@ spell replay --run smoke --iter 1 --from reward --set questioner.sigma=0.25
 spell deploy --config configs/cpu-smoke.yaml                   # serve spell-iteration/local etc.
 spell ui mlflow                                                # the MLflow UI over runs/mlflow.db
 spell config show --config configs/cpu-smoke.yaml
+spell plan --config configs/paper-qwen2.5-7b-8gpu.yaml --gpus 8 --gpu-memory 80   # memory budget
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from spell.commands import (
     cmd_export,
     cmd_history,
     cmd_model,
+    cmd_plan,
     cmd_replay,
     cmd_report,
     cmd_run,
@@ -92,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--run", required=True)
     rep.add_argument("--runs-dir", default="runs")
     rep.set_defaults(fn=cmd_report)
+
+    pl = sub.add_parser("plan", help="per-GPU memory budget of a config's layout; refuses one that does not fit")
+    pl.add_argument("--config", default="configs/default.yaml")
+    pl.add_argument("--gpus", type=int, default=None, help="GPUs in the cluster (default: this machine's)")
+    pl.add_argument("--gpu-memory", type=float, default=None, help="GiB per GPU (default: this machine's)")
+    pl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    pl.set_defaults(fn=cmd_plan)
 
     c = sub.add_parser("config", help="show the resolved config or every key's help")
     c.add_argument("action", choices=["show", "help"])

@@ -88,6 +88,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     layout.check_writable()
     layout.check_free_space(cfg.run.min_free_disk_gb)
+    from spell.memory_plan import check_before_run
+
+    problem = check_before_run(cfg)
+    if problem:
+        raise SpellError(f"memory plan: {problem}")
     if layout.iterations() and not args.resume:
         raise SpellError(
             f"run '{layout.run}' already has iterations in {layout.root}; add --resume to continue it, "
@@ -229,6 +234,29 @@ def cmd_ui(args: argparse.Namespace) -> int:
     print(f"MLflow UI on http://127.0.0.1:{args.port} (experiment 'spell')", flush=True)
     os.execv(sys.executable, cmd)
     return 0  # pragma: no cover - exec does not return
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """spell plan --config configs/paper-qwen2.5-7b-8gpu.yaml --gpus 8 --gpu-memory 80"""
+    from spell.config import load_config
+    from spell.memory_plan import local_gpus, model_shape, plan_memory
+
+    cfg = load_config(args.config, args.set)
+    try:
+        shape = model_shape(cfg.model.path)
+    except FileNotFoundError as exc:
+        raise SpellError(str(exc)) from None
+    here = local_gpus()
+    gpus = args.gpus if args.gpus is not None else (here[0] if here else None)
+    gib = args.gpu_memory if args.gpu_memory is not None else (here[1] if here else None)
+    if gib is None and (cfg.engine.backend == "vllm" or (cfg.engine.learner_ranks > 1 and cfg.engine.gpus_per_rank)):
+        raise SpellError("this machine has no GPU: pass --gpus N --gpu-memory GIB (e.g. --gpus 8 --gpu-memory 80)")
+    plan = plan_memory(cfg, shape, gpus, gib)
+    print(f"{args.config}: {cfg.model.path} ({shape.params / 1e9:.2f}B parameters)")
+    print(plan.table())
+    if not plan.fits:
+        raise SpellError(f"memory plan: {plan.problems[0]}")
+    return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:

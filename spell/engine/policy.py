@@ -46,8 +46,9 @@ class Policy:
         torch.set_num_threads(self.spec.threads or os.cpu_count() or 1)
         self.device = pick_device(self.spec.device)
         self.dtype = pick_dtype(self.spec.dtype, self.device)  # compute dtype
-        if self.spec.learner_ranks > 1 and self.spec.backend == "vllm":
-            # the sharded learner trains on its own GPUs; this full copy only feeds vLLM and checkpoints
+        if (self.spec.learner_ranks > 1 or self.spec.replica) and self.spec.backend == "vllm":
+            # a sharded learner trains on its own GPUs and a vLLM replica only generates: this full copy
+            # only feeds vLLM (and checkpoints), so it stays in host memory, not beside vLLM on the GPU
             self.device = torch.device("cpu")
         self.base_path = resolve_model_path(self.spec.model_path, self.spec.cache_dir)  # the run's initial model
         ckpt = Path(checkpoint) if checkpoint else None

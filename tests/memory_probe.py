@@ -1,0 +1,76 @@
+"""Measured host memory of one learner step, for tests/test_memory_plan.py (run in a fresh process).
+
+    MALLOC_MMAP_THRESHOLD_=65536 python tests/memory_probe.py MODEL_DIR PROMPT_TOKENS RESPONSE_TOKENS SEQUENCES \
+        [--checkpointing]
+
+Prints JSON: the step's peak resident memory above the loaded model (sampled every millisecond; with the
+mmap threshold above, every tensor is its own mapping and is returned on free, so resident memory is live
+memory), next to the plan's arithmetic for the same shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import threading
+import time
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def main() -> None:
+    import torch
+
+    from spell.engine.learner import Learner, LearnerSettings, TrainSequence
+    from spell.engine.loading import enable_activation_checkpointing, load_causal_lm
+    from spell.memory_plan import activation_bytes, logits_bytes, model_shape
+
+    path, prompt, resp, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    ckpt = "--checkpointing" in sys.argv
+    torch.set_num_threads(2)
+    model = load_causal_lm(path, torch.float32, torch.device("cpu"), False)
+    if ckpt:
+        enable_activation_checkpointing(model)
+        model.config.use_cache = False
+    vocab = model.config.vocab_size
+    g = torch.Generator().manual_seed(0)
+    seqs = [
+        TrainSequence(
+            torch.randint(3, vocab, (prompt,), generator=g).tolist(),
+            torch.randint(3, vocab, (resp,), generator=g).tolist(),
+            1.0 if i % 2 else -1.0,
+        )
+        for i in range(n)
+    ]
+    tokens = n * (prompt + resp)
+    learner = Learner(model, LearnerSettings(lr=1e-6, token_budget=tokens), pad_id=0)
+    base, peak, done = rss(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    learner.train_step(seqs)
+    done.set()
+    watcher.join()
+    shape = model_shape(path)
+    print(json.dumps({
+        "params": sum(p.numel() for p in model.parameters()),
+        "planned_params": shape.params,
+        "resident_growth": rss() - base,  # AdamW moments created by the first step
+        "planned_resident_growth": shape.params * 8,
+        "step_peak": peak[0] - base,
+        "planned_step_peak": shape.params * 8 + shape.params * 4
+        + activation_bytes(shape, tokens, ckpt, 4) + logits_bytes(shape, n * resp),
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

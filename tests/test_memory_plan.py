@@ -1,0 +1,104 @@
+"""`spell plan` (spell.memory_plan): the arithmetic against exact parameter counts and against host memory
+measured on CPU, the presets' budgets, and the refusals with what to change (`spell run` makes the same check)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spell.cli import main
+from spell.config import load_config
+from spell.memory_plan import KNOWN_SHAPES, ModelShape, model_shape, plan_memory
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER, LORA = "configs/paper-qwen2.5-7b-8gpu.yaml", "configs/qwen3-4b-1gpu-lora.yaml"
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_parameter_count_is_exact(arch, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from spell.engine.tiny import build_tiny_model
+
+    path = build_tiny_model(tmp_path / arch, arch=arch, hidden_size=64, layers=3, heads=4, kv_heads=2)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert model_shape(str(path)).params == sum(p.numel() for p in model.parameters())
+    # the packaged SmolLM2-135M-Instruct, counted from its loaded weights: 134,515,008
+    assert ModelShape.from_config(KNOWN_SHAPES["smollm2"]).params == 134_515_008
+
+
+def _plan(config, gpus, gib, *sets):
+    cfg = load_config(config, list(sets))
+    return plan_memory(cfg, model_shape(cfg.model.path), gpus, gib)
+
+
+def test_presets_fit_their_clusters_and_the_old_8gpu_layout_is_refused():
+    assert _plan(PAPER, 8, 80.0).fits and _plan(LORA, 1, 80.0).fits
+    old = _plan(PAPER, 8, 80.0, "engine.train_token_budget=32000")  # the preset before `spell plan`
+    assert not old.fits and "lower engine.train_token_budget" in old.problems[0]
+    assert "logits" in old.problems[0] and "learner rank" in old.problems[0]
+    small = _plan(PAPER, 4, 80.0)
+    assert "needs 8 GPUs, the cluster has 4" in small.problems[0]
+    # the 1-GPU preset's old vLLM context (the model's 262K positions) cannot start: KV for one sequence
+    long = _plan(LORA, 1, 80.0, "engine.max_model_len=262144")
+    assert any(p.startswith("vLLM cannot start") for p in long.problems)
+    assert not _plan(LORA, 1, 40.0).fits
+
+
+def test_cli_prints_the_budget_and_refuses_in_one_line(capsys):
+    assert main(["plan", "--config", PAPER, "--gpus", "8", "--gpu-memory", "80"]) == 0
+    out = capsys.readouterr().out
+    assert "learner rank + colocated vLLM replica (x7)" in out and "assumptions:" in out and out.endswith("fits\n")
+    assert main(["plan", "--config", PAPER, "--gpus", "8", "--gpu-memory", "80", "--set",
+                 "engine.train_token_budget=32000"]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("spell: memory plan:") and "\n" not in err
+    assert main(["plan", "--config", "configs/default.yaml"]) == 0  # a CPU run: the host's budget
+    assert "a CPU run" in capsys.readouterr().out
+
+
+def test_spell_run_refuses_a_layout_that_does_not_fit(monkeypatch, tmp_path, capsys):
+    import spell.memory_plan as mp
+
+    monkeypatch.setattr(mp, "local_gpus", lambda: (1, 40.0))  # one 40 GiB GPU here
+    rc = main(["run", "--config", LORA, "--runs-dir", str(tmp_path), "--iterations", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "memory plan:" in err and "38.0 GiB usable" in err
+    assert not any(tmp_path.glob("*/iter_*"))  # refused before anything started
+
+
+def _probe(path, prompt, resp, n, *flags):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "memory_probe.py"), str(path), str(prompt), str(resp), str(n), *flags],
+        capture_output=True, text=True, check=True, cwd=ROOT, timeout=600,
+        env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"},
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_learner_step_arithmetic_matches_measured_host_memory(tmp_path):
+    """Peak host memory of one learner step (resident memory above the loaded model, every tensor its own
+    mapping) against the plan's AdamW state, gradients, activations and logits, for the default model's
+    width and vocabulary (8 of its 30 layers: the arithmetic is per layer) with and without gradient
+    checkpointing and a small model: the plan is never more than 20% under
+    what was measured (an under-estimate is the failure that matters), nor more than 70% over (its per-layer
+    activation constants are fitted, not derived; measured on the dev box: 1.34, 0.99 and 1.00 of the peak;
+    the small model with checkpointing, not asserted: 1.62)."""
+    from spell.engine.tiny import build_tiny_model
+
+    smol = KNOWN_SHAPES["smollm2"]
+    default = build_tiny_model(
+        tmp_path / "smollm2-shape", arch="llama", hidden_size=smol["hidden_size"], layers=8,  # 8 of its 30
+        heads=smol["num_attention_heads"], kv_heads=smol["num_key_value_heads"],
+        intermediate_size=smol["intermediate_size"], vocab_size=smol["vocab_size"],
+    )  # fmt: skip
+    small = build_tiny_model(tmp_path / "small", hidden_size=256, layers=4, heads=4, kv_heads=2, max_positions=8192)
+    probes = [_probe(default, 1024, 256, 2), _probe(default, 1024, 256, 2, "--checkpointing"),
+              _probe(small, 2048, 512, 4)]  # fmt: skip
+    for m in probes:
+        assert m["params"] == m["planned_params"]
+        assert 0.8 * m["step_peak"] <= m["planned_step_peak"] <= 1.7 * m["step_peak"], m
