@@ -125,7 +125,14 @@ def check_mask(dev: torch.device, total: int) -> list[Row]:
     mask = block_causal_mask(lengths).to(dev)
     dense = mask.numel() * mask.element_size()
     del mask
-    rows = [(f"dense packed mask, T={total}", f"{t * 1e3:.0f} ms to build and copy, {dense / 2**30:.2f} GiB")]
+    rows = [(f"dense float mask on CPU + copy (before), T={total}", f"{t * 1e3:.0f} ms, {dense / 2**30:.2f} GiB")]
+    from spell.engine.packing import block_ids
+    from spell.engine.shared_prefix import device_mask
+
+    seg, none = block_ids(lengths), torch.full((total,), -1)
+    tb = timed(lambda: device_mask("dense", seg, none, "sdpa", dev, torch.bfloat16), dev)
+    size = f"{total**2 / 2**30:.2f} GiB"
+    rows.append((f"boolean mask on the device (now, SDPA), T={total}", f"{tb * 1e3:.0f} ms, {size}"))
     try:
         from spell.engine.shared_prefix import flex_block_mask
 

@@ -21,7 +21,8 @@ def test_every_check_produces_a_row(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = out.read_text()
     assert "FAILED" not in table, table
-    rows = ("weights moved after", "log-prob max abs diff", "dense packed mask", "sharded learner", "learner, small")
+    rows = ("weights moved after", "log-prob max abs diff", "dense float mask", "boolean mask on the device",
+            "sharded learner", "learner, small")  # fmt: skip
     assert all(row in table for row in rows), table
     # bf16 compute over fp32 master weights moves about what fp32 moves (bf16 weights in place: ratio ~0.04)
     ratio = float(re.search(r"ratio ([0-9.]+)", table).group(1))

@@ -103,3 +103,22 @@ def test_sharded_learner_keeps_groups_on_one_rank_and_takes_the_same_step(ray_lo
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
     finally:
         group.shutdown()
+
+
+def test_device_masks_equal_the_reference_rule():
+    """Packed rows' masks are built where the model runs: boolean for SDPA, additive for eager, both the
+    block-causal reference; a flex BlockMask computes only the allowed tiles of the same rule."""
+    from spell.engine.packing import block_causal_mask, block_ids
+    from spell.engine.shared_prefix import device_mask
+
+    lengths = [5, 3, 4]
+    ref = block_causal_mask(lengths) == 0
+    answer = torch.full((sum(lengths),), -1)
+    cpu = torch.device("cpu")
+    assert torch.equal(device_mask("dense", block_ids(lengths), answer, "sdpa", cpu, torch.float32), ref)
+    eager = device_mask("dense", block_ids(lengths), answer, "eager", cpu, torch.float32)
+    assert torch.equal(eager == 0, ref) and eager.dtype == torch.float32
+    long = [200, 200, 112]  # 4 x 4 tiles of 128
+    flex = device_mask("dense", block_ids(long), torch.full((512,), -1), "flex_attention", cpu, torch.float32)
+    tiles = (block_causal_mask(long) == 0)[0, 0].reshape(4, 128, 4, 128).any(3).any(1)
+    assert torch.equal(flex.to_dense()[0, 0].bool(), tiles) and int(tiles.sum()) < 10  # of 16 tiles

@@ -142,10 +142,10 @@ class Learner:
     def _packed_logprobs(self, model: torch.nn.Module, b: dict[str, Any]) -> torch.Tensor:
         row, dev = b["packed"], self.device
         mask = row["attention_mask"]
-        if isinstance(mask, tuple):  # ("flex", block ids, answer ids): a BlockMask on the model's device
-            from spell.engine.shared_prefix import flex_block_mask
+        if isinstance(mask, tuple):  # (kind, block ids, answer ids): the mask is built on the model's device
+            from spell.engine.shared_prefix import device_mask
 
-            mask = flex_block_mask(mask[1], mask[2], dev)
+            mask = device_mask(*mask, self._attn_impl, dev, self.autocast_dtype or torch.float32)
         elif mask is not None:
             mask = mask.to(dev)
         with self.compute():

@@ -1,9 +1,10 @@
 """Sequence packing for the learner: several trajectories in one row with no padding (long contexts).
 
 Each packed row restarts position ids per sequence, and attention is kept inside each sequence: with
-flash-attn the position ids alone select its variable-length kernel; with PyTorch SDPA or eager a
-block-diagonal causal mask does it (quadratic in the row length, so keep `engine.train_token_budget`
-moderate without flash-attn). Only the positions that predict response tokens reach the LM head.
+flash-attn the position ids alone select its variable-length kernel; otherwise the row carries one block
+id per token and the learner builds the block-diagonal causal mask on the model's device
+(`spell.engine.shared_prefix.device_mask`: block-sparse under flex_attention, boolean for SDPA).
+Only the positions that predict response tokens reach the LM head.
 """
 
 from __future__ import annotations
@@ -34,9 +35,15 @@ def pack_first_fit(lengths: Sequence[int], budget: int) -> list[list[int]]:
     return rows
 
 
+def block_ids(seq_lengths: Sequence[int]) -> torch.Tensor:
+    """Per token, the index of its sequence in the row."""
+    return torch.repeat_interleave(torch.arange(len(seq_lengths)), torch.tensor(list(seq_lengths)))
+
+
 def block_causal_mask(seq_lengths: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A [1, 1, T, T] additive mask: causal within each sequence, nothing across sequences."""
-    seg = torch.repeat_interleave(torch.arange(len(seq_lengths)), torch.tensor(list(seq_lengths)))
+    """A [1, 1, T, T] additive mask: causal within each sequence, nothing across sequences (the reference
+    for `device_mask`, and bench/gpu_check.py's dense baseline)."""
+    seg = block_ids(seq_lengths)
     t = torch.arange(seg.numel())
     allowed = (seg[:, None] == seg[None, :]) & (t[:, None] >= t[None, :])
     return torch.where(allowed, 0.0, torch.finfo(dtype).min).to(dtype)[None, None]
@@ -73,7 +80,8 @@ def packed_row(
     return {
         "input_ids": torch.tensor([ids], dtype=torch.long),
         "position_ids": torch.tensor([pos], dtype=torch.long),
-        "attention_mask": None if varlen else block_causal_mask(lengths, dtype),
+        # every key is a "prompt" token of its block (answer id -1): the shared-prefix rule reduces to block-causal
+        "attention_mask": None if varlen else ("dense", block_ids(lengths), torch.full((len(ids),), -1)),
         "keep": torch.tensor(keep, dtype=torch.long),
         "targets": torch.tensor(targets, dtype=torch.long),
         "owner": torch.tensor(owner, dtype=torch.long),

@@ -7,8 +7,9 @@ themselves, each answer attends to the whole prompt and causally to itself only,
 ids continue from the prompt, so every answer token sees exactly what it saw when sampled. Several groups
 may share a row (packing), each its own block. Loss and gradients equal the separate layout (tested).
 
-The mask is dense (a [1, 1, T, T] additive mask for SDPA, exact on every backend) or, on GPU with
-`flex_attention`, a block-sparse `BlockMask` built from the same rule (`mask_mod`).
+The row carries the rule's inputs (block and answer ids per token), not a mask: the learner builds the mask
+on the model's device (`device_mask`): a block-sparse `BlockMask` under `flex_attention`, a boolean
+[1, 1, T, T] mask for SDPA (a quarter of a float mask's bytes), an additive one for eager attention.
 """
 
 from __future__ import annotations
@@ -72,10 +73,17 @@ def allowed(block: torch.Tensor, answer: torch.Tensor, q: torch.Tensor, kv: torc
     return (block[q] == block[kv]) & (kv <= q) & ((answer[kv] == -1) | (answer[kv] == answer[q]))
 
 
-def dense_mask(block: torch.Tensor, answer: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    t = torch.arange(block.numel())
-    ok = allowed(block, answer, t[:, None], t[None, :])
-    return torch.where(ok, 0.0, torch.finfo(dtype).min).to(dtype)[None, None]
+def device_mask(kind: str, block: torch.Tensor, answer: torch.Tensor, impl: str, device: torch.device,
+                dtype: torch.dtype) -> Any:  # fmt: skip
+    """The row's mask, built where the model runs (never on the CPU and copied per micro-batch)."""
+    if kind == "flex" or impl == "flex_attention":
+        return flex_block_mask(block, answer, device)
+    block, answer = block.to(device), answer.to(device)
+    t = torch.arange(block.numel(), device=device)
+    ok = allowed(block, answer, t[:, None], t[None, :])[None, None]
+    if impl == "sdpa":
+        return ok
+    return torch.where(ok, 0.0, torch.finfo(dtype).min).to(dtype)
 
 
 def flex_block_mask(block: torch.Tensor, answer: torch.Tensor, device: torch.device) -> Any:
@@ -127,11 +135,7 @@ def shared_row(
             offset += len(r)
         start = offset
     b, a = torch.tensor(block), torch.tensor(answer)
-    attention: Any = None
-    if mask == "dense":
-        attention = dense_mask(b, a, dtype)
-    elif mask == "flex":
-        attention = ("flex", b, a)  # built on the model's device by the learner
+    attention: Any = None if mask == "none" else (mask, b, a)  # built on the model's device (device_mask)
     return {
         "input_ids": torch.tensor([ids], dtype=torch.long),
         "position_ids": torch.tensor([pos], dtype=torch.long),
