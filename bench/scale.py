@@ -4,12 +4,16 @@ learner tokens/s and MFU (padded vs packed), peak memory. Random weights in a re
     python bench/scale.py                       # Qwen2.5-1.5B shape, bf16, one GPU
     python bench/scale.py --shape 7b --prompts 64 --new-tokens 256
 
-Every ratio compares two numbers measured in this run on this machine. Needs a CUDA GPU and vLLM.
+Every ratio compares two numbers measured in this run on this machine. Needs a CUDA GPU; without vLLM
+the vLLM rows are skipped. The learner runs first and is freed before vLLM starts; MFU counts 6 x the
+non-embedding parameters per token (embedding lookups are not FLOPs).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import importlib.util
 import os
 import random
 import tempfile
@@ -42,38 +46,10 @@ def build(shape: str) -> str:
     return path
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--shape", default="1.5b", choices=sorted(SHAPES))
-    ap.add_argument("--prompts", type=int, default=64)
-    ap.add_argument("--prompt-tokens", type=int, default=1024)
-    ap.add_argument("--new-tokens", type=int, default=256)
-    ap.add_argument("--train-seqs", type=int, default=32)
-    ap.add_argument("--train-tokens", type=int, default=2048, help="tokens per training sequence")
-    ap.add_argument("--skip-hf", action="store_true", help="skip the (slow) transformers rollout baseline")
-    args = ap.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("bench/scale.py needs a CUDA GPU")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from spell.engine.generation import SamplingParams
-    from spell.engine.hf_backend import TransformersGenerator
-    from spell.engine.learner import Learner, LearnerSettings, TrainSequence
+def rollout_vllm(model, tok, prompts, sp, args, gen_tokens) -> float:
+    """spell's vLLM backend vs the bare engine; the engine is shut down before returning."""
     from spell.engine.vllm_backend import VLLMGenerator
 
-    print(f"machine: {machine()}; shape {args.shape}; bf16")
-    path = build(args.shape)
-    tok = AutoTokenizer.from_pretrained(path)
-    rng = random.Random(0)
-    vocab = len(tok) - 8
-    prompts = [[rng.randrange(8, vocab) for _ in range(args.prompt_tokens)] for _ in range(args.prompts)]
-    sp = SamplingParams(n=1, temperature=1.0, top_p=1.0, max_new_tokens=args.new_tokens, seed=0)
-    gen_tokens = args.prompts * args.new_tokens
-
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).cuda()
-    n_params = sum(p.numel() for p in model.parameters())
-
-    # 1. spell's vLLM backend vs the bare engine on the same prompts (ignore_eos: same token counts)
     spell_vllm = VLLMGenerator(model, tok, max_context=args.prompt_tokens + args.new_tokens + 8,
                                gpu_memory_utilization=0.4, sleep_mode=True)  # fmt: skip
     orig = spell_vllm._vllm.SamplingParams
@@ -95,19 +71,43 @@ def main() -> None:
     spell_vllm.sync_weights(model)
     print(f"sleep + wake + full weight sync: {time.perf_counter() - t:.2f} s")
     del spell_vllm, bare
+    gc.collect()
     torch.cuda.empty_cache()
+    return spell_s
 
-    if not args.skip_hf:
-        hf = TransformersGenerator(model, tok, token_budget=65536)
-        few = prompts[: max(4, args.prompts // 4)]
-        t = time.perf_counter()
-        out = hf.generate(few, sp)
-        hf_s = time.perf_counter() - t
-        hf_tok = sum(len(c.token_ids) for row in out for c in row)
-        print(f"rollout transformers backend {hf_tok / hf_s:9.0f} tok/s; vLLM/transformers "
-              f"{(gen_tokens / spell_s) / (hf_tok / hf_s):.1f}x")  # fmt: skip
 
-    # 2. learner: tokens/s and MFU, padded vs packed micro-batches, with gradient checkpointing
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shape", default="1.5b", choices=sorted(SHAPES))
+    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--prompt-tokens", type=int, default=1024)
+    ap.add_argument("--new-tokens", type=int, default=256)
+    ap.add_argument("--train-seqs", type=int, default=32)
+    ap.add_argument("--train-tokens", type=int, default=2048, help="tokens per training sequence")
+    ap.add_argument("--skip-hf", action="store_true", help="skip the (slow) transformers rollout baseline")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("bench/scale.py needs a CUDA GPU")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from spell.engine.generation import SamplingParams
+    from spell.engine.hf_backend import TransformersGenerator
+    from spell.engine.learner import Learner, LearnerSettings, TrainSequence
+
+    print(f"machine: {machine()}; shape {args.shape}; bf16")
+    path = build(args.shape)
+    tok = AutoTokenizer.from_pretrained(path)
+    rng = random.Random(0)
+    vocab = len(tok) - 8
+    prompts = [[rng.randrange(8, vocab) for _ in range(args.prompt_tokens)] for _ in range(args.prompts)]
+    sp = SamplingParams(n=1, temperature=1.0, top_p=1.0, max_new_tokens=args.new_tokens, seed=0)
+    gen_tokens = args.prompts * args.new_tokens
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).cuda()
+    n_params = sum(p.numel() for p in model.parameters())
+    dense = n_params - model.get_input_embeddings().weight.numel()  # MFU: embedding lookups are not FLOPs
+
+    # 1. learner first, then freed: vLLM is never in memory beside it (at 7B the two do not fit together)
     model.gradient_checkpointing_enable()
     model.config.use_cache = False
     lens = [rng.randint(args.train_tokens // 4, args.train_tokens) for _ in range(args.train_seqs)]
@@ -130,10 +130,32 @@ def main() -> None:
         m = learner.train_step(seqs)
         torch.cuda.synchronize()
         s = time.perf_counter() - t
-        mfu = 6 * n_params * tokens / s / (peak * 1e12) if peak else float("nan")  # +recompute not counted
+        mfu = 6 * dense * tokens / s / (peak * 1e12) if peak else float("nan")  # +recompute not counted
         print(f"learner {'packed' if packing else 'padded'}: {tokens / s:8.0f} tok/s  MFU {100 * mfu:5.1f}%  "
               f"padding {100 * m['padding_fraction']:.1f}%  peak memory "
               f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")  # fmt: skip
+        del learner
+    gc.collect()
+    torch.cuda.empty_cache()
+    model.gradient_checkpointing_disable()
+    model.config.use_cache = True
+
+    # 2. rollouts: spell's vLLM backend vs the bare engine on the same prompts (ignore_eos: same token counts)
+    spell_s = None
+    if importlib.util.find_spec("vllm") is None:
+        print("vLLM is not installed: the vLLM rollout rows are skipped (pip install 'spell[gpu]')")
+    else:
+        spell_s = rollout_vllm(model, tok, prompts, sp, args, gen_tokens)
+
+    if not args.skip_hf:
+        hf = TransformersGenerator(model, tok, token_budget=65536)
+        few = prompts[: max(4, args.prompts // 4)]
+        t = time.perf_counter()
+        out = hf.generate(few, sp)
+        hf_s = time.perf_counter() - t
+        hf_tok = sum(len(c.token_ids) for row in out for c in row)
+        ratio = f"; vLLM/transformers {(gen_tokens / spell_s) / (hf_tok / hf_s):.1f}x" if spell_s else ""
+        print(f"rollout transformers backend {hf_tok / hf_s:9.0f} tok/s{ratio}")
 
 
 if __name__ == "__main__":
