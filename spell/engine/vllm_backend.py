@@ -18,8 +18,6 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 from spell.engine.generation import (
     FINISH_LENGTH,
     FINISH_STOP,
@@ -32,7 +30,6 @@ from spell.engine.generation import (
     row_seed,
 )
 from spell.engine.vllm_worker import EXTENSION
-from spell.engine.weight_sync import DEFAULT_BUCKET_BYTES, plan_buckets
 
 
 class VLLMGenerator:
@@ -86,6 +83,7 @@ class VLLMGenerator:
             shutil.rmtree(snapshot, ignore_errors=True)
         self._vllm = vllm
         self.lora_rank = lora_rank
+        self.tensor_parallel_size = tensor_parallel_size
         self.lora_request: Any = None
         self.syncs = 0
         self.weights_dropped = False  # True between a level-2 sleep and the next sync
@@ -124,12 +122,13 @@ class VLLMGenerator:
             if self.weights_dropped:  # pragma: no cover - level 1 keeps base weights; defensive
                 raise RuntimeError("vLLM dropped its base weights while LoRA is on")
         else:
-            # by collective_rpc to every tensor-parallel worker, a bucket at a time (bounded host memory)
+            # by collective_rpc to every tensor-parallel worker, all weights in one call (vLLM's reload is
+            # layer by layer over the whole set); in this process lazily, one cast tensor at a time
             tensors = _unwrapped(model).state_dict()
-            size = torch.empty((), dtype=self.dtype).element_size()
-            for metas in plan_buckets(tensors, size, DEFAULT_BUCKET_BYTES):
-                bucket = [(m.name, tensors[m.name].detach().to(self.dtype)) for m in metas]
-                self.llm.collective_rpc("spell_load_weights", args=(bucket,))
+            weights: Any = ((n, t.detach().to(self.dtype)) for n, t in tensors.items())
+            if self.tensor_parallel_size > 1:  # sent to worker processes: a list (serialised once)
+                weights = list(weights)
+            self.llm.collective_rpc("spell_load_weights", args=(weights,))
         self.weights_dropped = False
         self.llm.reset_prefix_cache()
 

@@ -12,7 +12,14 @@ EXTENSION = "spell.engine.vllm_worker.SpellWorkerExtension"
 class SpellWorkerExtension:
     model_runner: Any  # provided by the vLLM worker this class is mixed into
 
-    def spell_load_weights(self, weights: list[tuple[str, Any]]) -> int:
-        """Full (unsharded) tensors by their Hugging Face names; each rank's loader keeps its own shard."""
-        self.model_runner.model.load_weights(weights=weights)
-        return len(weights)
+    def spell_load_weights(self, weights: Any) -> None:
+        """Full (unsharded) tensors by their Hugging Face names; each rank's loader keeps its own shard.
+
+        vLLM >= 0.32 post-processes weights after loading (the CPU build repacks them for its kernels), so a
+        second `load_weights` finds parameters without their loaders; its `reload_weights` (in place, layer
+        by layer, every weight in one call) is the supported route there; older workers load directly."""
+        reload = getattr(self, "reload_weights", None)
+        if reload is not None:
+            reload(weights_iterator=iter(weights), is_checkpoint_format=True)
+        else:
+            self.model_runner.model.load_weights(weights=weights)
