@@ -84,10 +84,10 @@ def test_learner_step_arithmetic_matches_measured_host_memory(tmp_path):
     """Peak host memory of one learner step (resident memory above the loaded model, every tensor its own
     mapping) against the plan's AdamW state, gradients, activations and logits, for the default model's
     width and vocabulary (4 of its 30 layers: the arithmetic is per layer) with and without gradient
-    checkpointing and a small model: the plan is never more than 20% under
-    what was measured (an under-estimate is the failure that matters), nor more than 70% over (its per-layer
-    activation constants are fitted, not derived; measured on the dev box: 1.17, 1.02 and 1.00 of the peak (1.34 and 0.99 with 8 layers);
-    the small model with checkpointing, not asserted: 1.62)."""
+    checkpointing and a small model: the plan is never more than 20% under what was measured (an
+    under-estimate is the failure that matters), nor more than 70% over (its per-layer activation constants
+    are fitted, not derived). Measured on the dev box: 1.17, 1.02 and 1.00 of the peak (1.34 and 0.99 with
+    8 layers); the small model with checkpointing, not asserted: 1.62."""
     from spell.engine.tiny import build_tiny_model
 
     smol = KNOWN_SHAPES["smollm2"]
