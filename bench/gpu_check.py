@@ -130,7 +130,7 @@ def check_mask(dev: torch.device, total: int) -> list[Row]:
     from spell.engine.shared_prefix import device_mask
 
     seg, none = block_ids(lengths), torch.full((total,), -1)
-    tb = timed(lambda: device_mask("dense", seg, none, "sdpa", dev, torch.bfloat16), dev)
+    tb = timed(lambda: device_mask(seg, none, "sdpa", dev, torch.bfloat16), dev)
     size = f"{total**2 / 2**30:.2f} GiB"
     rows.append((f"boolean mask on the device (now, SDPA), T={total}", f"{tb * 1e3:.0f} ms, {size}"))
     try:

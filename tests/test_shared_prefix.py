@@ -38,7 +38,7 @@ def test_mask_rule_prompt_causal_answers_see_prompt_and_themselves():
     assert ok[4].tolist() == [True, True, True, True, True, False, False, False, False]  # r1[1]: prompt + r1
     assert ok[5].tolist() == [True, True, True, False, False, True, False, False, False]  # r2: prompt + itself
     assert ok[8].tolist() == [False] * 6 + [True, True, True]  # the next block sees only its own
-    row = shared_row(units, prompts, responses, range(3), torch.float32)
+    row = shared_row(units, prompts, responses, range(3))
     # the first token of both answers is predicted from the last prompt position (index 2)
     assert row["keep"].tolist() == [2, 3, 2, 7] and row["targets"].tolist() == [6, 7, 8, 9]
 
@@ -115,10 +115,10 @@ def test_device_masks_equal_the_reference_rule():
     ref = block_causal_mask(lengths) == 0
     answer = torch.full((sum(lengths),), -1)
     cpu = torch.device("cpu")
-    assert torch.equal(device_mask("dense", block_ids(lengths), answer, "sdpa", cpu, torch.float32), ref)
-    eager = device_mask("dense", block_ids(lengths), answer, "eager", cpu, torch.float32)
+    assert torch.equal(device_mask(block_ids(lengths), answer, "sdpa", cpu, torch.float32), ref)
+    eager = device_mask(block_ids(lengths), answer, "eager", cpu, torch.float32)
     assert torch.equal(eager == 0, ref) and eager.dtype == torch.float32
     long = [200, 200, 112]  # 4 x 4 tiles of 128
-    flex = device_mask("dense", block_ids(long), torch.full((512,), -1), "flex_attention", cpu, torch.float32)
+    flex = device_mask(block_ids(long), torch.full((512,), -1), "flex_attention", cpu, torch.float32)
     tiles = (block_causal_mask(long) == 0)[0, 0].reshape(4, 128, 4, 128).any(3).any(1)
     assert torch.equal(flex.to_dense()[0, 0].bool(), tiles) and int(tiles.sum()) < 10  # of 16 tiles

@@ -74,13 +74,13 @@ def padded_batch(seqs: Sequence[Trajectory], pad_id: int) -> dict[str, Any]:
             "sequence_tokens": sum(lengths), **targets(seqs)}  # fmt: skip
 
 
-def row_batch(seqs: Sequence[Trajectory], layout: str, varlen: bool, dtype: torch.dtype, flex: bool) -> dict[str, Any]:
+def row_batch(seqs: Sequence[Trajectory], layout: str, varlen: bool) -> dict[str, Any]:
     """One row without padding: packed (each sequence its own block) or shared (each prompt once)."""
     prompts, responses = [s.prompt_ids for s in seqs], [s.response_ids for s in seqs]
     if layout == SHARED:
         units = prefix_units(prompts, responses, budget=1 << 62)
-        row = shared_row(units, prompts, responses, range(len(seqs)), dtype, "flex" if flex else "dense")
+        row = shared_row(units, prompts, responses, range(len(seqs)))
     else:
-        row = packed_row(prompts, responses, varlen, dtype)
+        row = packed_row(prompts, responses, varlen)
     full = sum(len(p) + len(r) for p, r in zip(prompts, responses, strict=True))
     return {"packed": row, "tokens": row["tokens"], "real": row["tokens"], "sequence_tokens": full, **targets(seqs)}

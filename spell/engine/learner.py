@@ -142,10 +142,11 @@ class Learner:
     def _packed_logprobs(self, model: torch.nn.Module, b: dict[str, Any]) -> torch.Tensor:
         row, dev = b["packed"], self.device
         mask = row["attention_mask"]
-        if isinstance(mask, tuple):  # (kind, block ids, answer ids): the mask is built on the model's device
+        if isinstance(mask, tuple):  # (block ids, answer ids): the mask is built on the model's device
             from spell.engine.shared_prefix import device_mask
 
-            mask = device_mask(*mask, self._attn_impl, dev, self.autocast_dtype or torch.float32)
+            dtype = self.autocast_dtype or next(model.parameters()).dtype
+            mask = device_mask(*mask, self._attn_impl, dev, dtype)
         elif mask is not None:
             mask = mask.to(dev)
         with self.compute():
@@ -167,8 +168,7 @@ class Learner:
     def _batch(self, seqs: Sequence[TrainSequence]) -> dict[str, Any]:
         if self.layout == PADDED:
             return padded_batch(seqs, self.pad_id)
-        dtype = self.autocast_dtype or next(self.model.parameters()).dtype
-        return row_batch(seqs, self.layout, self.varlen, dtype, flex=self._attn_impl == "flex_attention")
+        return row_batch(seqs, self.layout, self.varlen)
 
     @torch.no_grad()
     def logprobs(self, seqs: Sequence[TrainSequence]) -> list[list[float]]:

@@ -49,9 +49,7 @@ def block_causal_mask(seq_lengths: Sequence[int], dtype: torch.dtype = torch.flo
     return torch.where(allowed, 0.0, torch.finfo(dtype).min).to(dtype)[None, None]
 
 
-def packed_row(
-    prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], varlen: bool, dtype: torch.dtype
-) -> dict[str, Any]:
+def packed_row(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], varlen: bool) -> dict[str, Any]:
     """Model inputs for one packed row, and where each response token's logit sits in it.
 
     `keep[j]` is the position whose logits predict target token `targets[j]`; `owner[j]` is the index of
@@ -81,7 +79,7 @@ def packed_row(
         "input_ids": torch.tensor([ids], dtype=torch.long),
         "position_ids": torch.tensor([pos], dtype=torch.long),
         # every key is a "prompt" token of its block (answer id -1): the shared-prefix rule reduces to block-causal
-        "attention_mask": None if varlen else ("dense", block_ids(lengths), torch.full((len(ids),), -1)),
+        "attention_mask": None if varlen else (block_ids(lengths), torch.full((len(ids),), -1)),
         "keep": torch.tensor(keep, dtype=torch.long),
         "targets": torch.tensor(targets, dtype=torch.long),
         "owner": torch.tensor(owner, dtype=torch.long),

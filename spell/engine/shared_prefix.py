@@ -73,10 +73,10 @@ def allowed(block: torch.Tensor, answer: torch.Tensor, q: torch.Tensor, kv: torc
     return (block[q] == block[kv]) & (kv <= q) & ((answer[kv] == -1) | (answer[kv] == answer[q]))
 
 
-def device_mask(kind: str, block: torch.Tensor, answer: torch.Tensor, impl: str, device: torch.device,
-                dtype: torch.dtype) -> Any:  # fmt: skip
-    """The row's mask, built where the model runs (never on the CPU and copied per micro-batch)."""
-    if kind == "flex" or impl == "flex_attention":
+def device_mask(block: torch.Tensor, answer: torch.Tensor, impl: str, device: torch.device, dtype: torch.dtype) -> Any:
+    """The row's mask for attention implementation `impl`, built where the model runs (never on the CPU
+    and copied per micro-batch); `dtype` is the additive mask's for eager attention."""
+    if impl == "flex_attention":
         return flex_block_mask(block, answer, device)
     block, answer = block.to(device), answer.to(device)
     t = torch.arange(block.numel(), device=device)
@@ -104,8 +104,6 @@ def shared_row(
     prompts: Sequence[Sequence[int]],
     responses: Sequence[Sequence[int]],
     order: Sequence[int],
-    dtype: torch.dtype,
-    mask: str = "dense",
 ) -> dict[str, Any]:
     """Model inputs for one shared-prefix row and where each answer token's logit sits.
 
@@ -135,7 +133,7 @@ def shared_row(
             offset += len(r)
         start = offset
     b, a = torch.tensor(block), torch.tensor(answer)
-    attention: Any = None if mask == "none" else (mask, b, a)  # built on the model's device (device_mask)
+    attention = (b, a)  # the mask's inputs: the learner builds it on the model's device (device_mask)
     return {
         "input_ids": torch.tensor([ids], dtype=torch.long),
         "position_ids": torch.tensor([pos], dtype=torch.long),
