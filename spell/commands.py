@@ -239,7 +239,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     """spell plan --config configs/paper-qwen2.5-7b-8gpu.yaml --gpus 8 --gpu-memory 80"""
     from spell.config import load_config
-    from spell.memory_plan import local_gpus, model_shape, plan_memory
+    from spell.memory_plan import local_gpus, model_shape, needs_gpus, plan_memory
 
     cfg = load_config(args.config, args.set)
     try:
@@ -249,7 +249,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     here = local_gpus()
     gpus = args.gpus if args.gpus is not None else (here[0] if here else None)
     gib = args.gpu_memory if args.gpu_memory is not None else (here[1] if here else None)
-    if gib is None and (cfg.engine.backend == "vllm" or (cfg.engine.learner_ranks > 1 and cfg.engine.gpus_per_rank)):
+    if gib is None and needs_gpus(cfg):
         raise SpellError("this machine has no GPU: pass --gpus N --gpu-memory GIB (e.g. --gpus 8 --gpu-memory 80)")
     plan = plan_memory(cfg, shape, gpus, gib)
     print(f"{args.config}: {cfg.model.path} ({shape.params / 1e9:.2f}B parameters)")

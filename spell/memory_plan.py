@@ -82,8 +82,7 @@ class ModelShape:
     def layer_params(self) -> int:
         q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
         attn = self.hidden * (q + 2 * kv) + q * self.hidden + ((q + 2 * kv) if self.qkv_bias else 0)
-        qk_norm = 0  # Qwen3's q/k norms: 2 x head_dim, negligible, counted below
-        return attn + 3 * self.hidden * self.intermediate + 2 * self.hidden + qk_norm
+        return attn + 3 * self.hidden * self.intermediate + 2 * self.hidden  # Qwen3's q/k norms left out (2 x head_dim)
 
     @property
     def params(self) -> int:
@@ -307,6 +306,11 @@ def host_available_gib() -> float | None:
     return None
 
 
+def needs_gpus(cfg: Any) -> bool:
+    """The layout places something on GPUs: vLLM, or sharded learner ranks with GPUs of their own."""
+    return cfg.engine.backend == "vllm" or (cfg.engine.learner_ranks > 1 and cfg.engine.gpus_per_rank > 0)
+
+
 def check_before_run(cfg: Any) -> str | None:
     """What `spell run` checks before anything starts: the plan on this machine's GPUs (or host memory
     for a CPU run); the first problem as one line, or None. Tiny test models and remote clusters whose
@@ -319,9 +323,8 @@ def check_before_run(cfg: Any) -> str | None:
     except FileNotFoundError:
         return None  # the engine reports a missing model itself, with its own message
     gpus = local_gpus()
-    gpu_layout = cfg.engine.backend == "vllm" or (cfg.engine.gpus_per_rank > 0 and cfg.engine.learner_ranks > 1)
     if gpus is None:
-        if gpu_layout:
+        if needs_gpus(cfg):
             return None
         plan = plan_memory(cfg, shape, None, None)
         need, have = max(plan.budgets[0].peak()), host_available_gib()
@@ -344,5 +347,6 @@ __all__ = [
     "check_before_run",
     "local_gpus",
     "model_shape",
+    "needs_gpus",
     "plan_memory",
 ]

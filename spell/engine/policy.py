@@ -199,13 +199,9 @@ class Policy:
         return self._rollout_here(prompts, params, max_prompt_tokens, prefills, role)
 
     def _rollout_here(
-        self,
-        prompts: list[Prompt],
-        params: dict[str, Any] | SamplingParams,
-        max_prompt_tokens: int | None = None,
-        prefills: list[str] | None = None,
-        role: str | None = None,
+        self, prompts: list[Prompt], params: Any, max_prompt_tokens: Any, prefills: Any, role: Any
     ) -> list[dict[str, Any]]:
+        """`rollout` on this actor's own engine (same arguments), whatever replicas there are."""
         start = time.perf_counter()
         sp = params if isinstance(params, SamplingParams) else SamplingParams.from_dict(params)
         ids = self.render(prompts)

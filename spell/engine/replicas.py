@@ -40,7 +40,6 @@ class RolloutReplicas:
         self._group: SyncGroup | None = None
         self._plan: list[list[TensorMeta]] = []
         self._wire: torch.dtype = torch.float32
-        self.last_sync = SyncStats()
 
     @classmethod
     def start(cls, policy_cls: type, spec: PolicySpec, learner_group: Any, colocated: bool,
@@ -133,9 +132,9 @@ class RolloutReplicas:
             ray.get(joins)
             self._group = group
         receives = [a.receive_weights.remote() for a in self.actors]
-        self.last_sync = send_weights(self._group, tensors, self._plan, self._wire, device)
+        stats = send_weights(self._group, tensors, self._plan, self._wire, device)
         ray.get(receives)
-        return self.last_sync
+        return stats
 
 
 class ReplicaEndpoint:

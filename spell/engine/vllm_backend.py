@@ -5,7 +5,7 @@ a single GPU (under tensor parallelism vLLM starts its own worker processes). Ar
 engine sleeps (`engine.sleep_between_phases`): level 2 drops weights and KV cache when full weights are
 trained (they are reloaded anyway), level 1 keeps the base weights when LoRA is on. After the step
 `sync_weights` loads the new weights without a restart: full weights through `collective_rpc` into every
-worker's `load_weights` (the public route, any tensor-parallel size; `spell.engine.vllm_worker`), or,
+worker's in-place reload (the public route, any tensor-parallel size; `spell.engine.vllm_worker`), or,
 with LoRA, the new adapter as a fresh `LoRARequest` used by every later generation. Imported lazily:
 nothing here loads on CPU.
 """
