@@ -1,9 +1,9 @@
 """Measured host memory of one learner step, for tests/test_memory_plan.py (run in a fresh process).
 
-    MALLOC_MMAP_THRESHOLD_=65536 python tests/memory_probe.py MODEL_DIR PROMPT_TOKENS RESPONSE_TOKENS SEQUENCES \
-        [--checkpointing]
+    MALLOC_MMAP_THRESHOLD_=65536 python tests/memory_probe.py MODEL:PROMPT:RESPONSE:SEQUENCES[:checkpointing] ...
 
-Prints JSON: the step's peak resident memory above the loaded model (sampled every millisecond; with the
+One process for every probe (torch is imported once). Prints a JSON line per probe: the step's peak
+resident memory above the loaded model (sampled every millisecond; with the
 mmap threshold above, every tensor is its own mapping and is returned on free, so resident memory is live
 memory), next to the plan's arithmetic for the same shapes.
 """
@@ -22,16 +22,16 @@ def rss() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def main() -> None:
+def probe(path: str, prompt: int, resp: int, n: int, ckpt: bool) -> dict[str, float]:
+    """One learner step on a freshly loaded model; memory measured from just before the step."""
+    import gc
+
     import torch
 
     from spell.engine.learner import Learner, LearnerSettings, TrainSequence
     from spell.engine.loading import enable_activation_checkpointing, load_causal_lm
     from spell.memory_plan import activation_bytes, logits_bytes, model_shape
 
-    path, prompt, resp, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    ckpt = "--checkpointing" in sys.argv
-    torch.set_num_threads(2)
     model = load_causal_lm(path, torch.float32, torch.device("cpu"), False)
     if ckpt:
         enable_activation_checkpointing(model)
@@ -61,15 +61,25 @@ def main() -> None:
     done.set()
     watcher.join()
     shape = model_shape(path)
-    print(json.dumps({
+    out = {
         "params": sum(p.numel() for p in model.parameters()),
         "planned_params": shape.params,
-        "resident_growth": rss() - base,  # AdamW moments created by the first step
-        "planned_resident_growth": shape.params * 8,
         "step_peak": peak[0] - base,
         "planned_step_peak": shape.params * 8 + shape.params * 4
         + activation_bytes(shape, tokens, ckpt, 4) + logits_bytes(shape, n * resp),
-    }))  # fmt: skip
+    }  # fmt: skip
+    del learner, model
+    gc.collect()  # the next probe's baseline starts without this one's memory
+    return out
+
+
+def main() -> None:
+    import torch
+
+    torch.set_num_threads(2)
+    for spec in sys.argv[1:]:
+        path, prompt, resp, n, *flags = spec.split(":")
+        print(json.dumps(probe(path, int(prompt), int(resp), int(n), "checkpointing" in flags)))
 
 
 if __name__ == "__main__":
