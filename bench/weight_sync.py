@@ -40,10 +40,10 @@ class Replica:
         self.model.load_state_dict(state, strict=False)
         return True
 
-    def join(self, address, rank, world, plan) -> bool:
+    def join(self, address, rank, world, plan, wire) -> bool:
         from spell.engine.replicas import ReplicaEndpoint
 
-        self.endpoint = ReplicaEndpoint(address, rank, world, "gloo", plan)
+        self.endpoint = ReplicaEndpoint(address, rank, world, "gloo", plan, wire)
         return True
 
     def receive(self) -> float:
@@ -84,7 +84,7 @@ def main() -> None:
 
     plan = plan_buckets(tensors, torch.empty((), dtype=wire).element_size(), 64 << 20)
     host = SyncGroup.host(ray.util.get_node_ip_address(), args.replicas + 1, "gloo")
-    joins = [a.join.remote(host.address, k + 1, args.replicas + 1, plan) for k, a in enumerate(actors)]
+    joins = [a.join.remote(host.address, k + 1, args.replicas + 1, plan, args.dtype) for k, a in enumerate(actors)]
     host.connect()
     ray.get(joins)
 

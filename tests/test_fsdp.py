@@ -104,6 +104,23 @@ def _assert_same_sharded_steps(group, single: Learner, settings: LearnerSettings
     return group.full_state_dict()
 
 
+def _assert_rank0_broadcast_equals_full_weights(group, model_dir: str, full: dict) -> None:
+    """The rollout copy's pull (learner rank 0 the root, several buckets) lands the trained weights bit for
+    bit, in place, without the full state dict crossing Ray."""
+    from spell.engine.learner_sync import LearnerWeightSync
+    from spell.engine.weight_sync import sync_tensors
+
+    receiver = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    assert not all(torch.equal(receiver.state_dict()[k], full[k]) for k in full)  # trained: it must move
+    sync = LearnerWeightSync(group, receiver, [], "gloo", bucket_bytes=16 << 10)
+    pointers = {n: t.data_ptr() for n, t in sync_tensors(receiver).items()}
+    stats = sync.pull(receiver)
+    got = receiver.state_dict()
+    assert all(torch.equal(got[k], full[k]) for k in full)
+    assert {n: t.data_ptr() for n, t in sync_tensors(receiver).items()} == pointers
+    assert stats.bytes == 4 * sum(t.numel() for t in sync_tensors(receiver).values()) and stats.buckets > 2
+
+
 @pytest.mark.slow
 @pytest.mark.ray
 def test_two_gloo_ranks_match_one_process_and_export_round_trips(ray_local, tiny_model_dir, tmp_path):
@@ -119,6 +136,7 @@ def test_two_gloo_ranks_match_one_process_and_export_round_trips(ray_local, tiny
     try:
         assert [i["backend"] for i in group.info] == ["gloo", "gloo"]
         full = _assert_same_sharded_steps(group, single, settings, (0, 1))
+        _assert_rank0_broadcast_equals_full_weights(group, tiny_model_dir, full)
         ckpt = tmp_path / "iter_0002"
         group.save(str(ckpt))
     finally:

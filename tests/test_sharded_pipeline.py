@@ -29,6 +29,7 @@ def test_sharded_learner_runs_the_pipeline_and_exports(prefect_api, ray_local, t
     assert (ckpt1 / "sharded" / ".metadata").is_file() and (ckpt1 / "model" / "config.json").is_file()
     m = pq.read_table(Path(first["dir"]) / "train_metrics.parquet").to_pylist()[0]
     assert m["skipped"] == 0.0 and m["tokens"] > 0 and m["micro_batches"] >= 1
+    assert m["weight_sync_bytes"] > 0  # learner rank 0 broadcast to the policy actor and the replica
     for name in list(_HANDLES):  # the policy actor (and the learner group it owns) is lost
         kill_policy_actor(name)
         _HANDLES.pop(name)

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from spell.engine.learner import Learner, LearnerSettings, TrainSequence
+from spell.engine.learner_sync import LearnerSender
 
 MIXED_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -115,6 +116,7 @@ class ShardedLearnerWorker:
         )
         self.learner: Learner | None = None
         self.steps_seen = 0
+        self._sender = LearnerSender(rank)
 
     def node_address(self) -> tuple[str, int]:
         """Where rank 0 listens for the process-group rendezvous."""
@@ -182,13 +184,29 @@ class ShardedLearnerWorker:
         return {**m, "loss": m["loss"] / world, "tokens": total_tokens}
 
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
-        """Unsharded weights on the CPU, on rank 0 (None elsewhere): for vLLM weight sync and export."""
+        """Unsharded weights on the CPU, on rank 0 (None elsewhere): for checks; the rollout copies get theirs
+        by `send_weights`, and `spell export` reads the DCP shards."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         assert self.learner is not None
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
         sd = get_model_state_dict(self.learner.model, options=opts)
         return sd if self.rank == 0 else None
+
+    def host_weight_sync(self, world: int, backend: str) -> tuple[str, int]:
+        """Rank 0: the store of the weight-sync group with the rollout copies (spell.engine.learner_sync)."""
+        import ray
+
+        return self._sender.host(ray.util.get_node_ip_address(), world, backend)
+
+    def connect_weight_sync(self) -> None:
+        self._sender.connect()
+
+    def send_weights(self, plan: list, wire: str) -> dict[str, float]:
+        """Every rank: all-gather each tensor in plan order; rank 0 broadcasts them to the rollout copies."""
+        assert self.learner is not None
+        with torch.no_grad():
+            return self._sender.send(self.learner.model, plan, wire)
 
     def save(self, path: str) -> None:
         """Sharded model and optimizer state (DCP, one file per rank) plus, on rank 0, the HF config and

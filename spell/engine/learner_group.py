@@ -2,7 +2,7 @@
 
     group = LearnerGroup(model_path, LearnerSettings(), ShardingSettings(world_size=8), gpus_per_rank=1)
     metrics = group.train_step(seqs)          # one GRPO step on the whole batch, split by tokens
-    weights = group.full_state_dict()         # unsharded, for the rollout engine
+    group.send_weights_async(plan, "bfloat16")  # rank 0 broadcasts to the rollout copies (learner_sync)
     group.save("runs/x/checkpoints/iter_0001")  # sharded; `spell export` makes an HF folder of it
 
 The actors are placed by a Ray placement group (`engine.placement`: PACK fills as few nodes as
@@ -166,6 +166,19 @@ class LearnerGroup:
 
     def full_state_dict(self) -> dict[str, Any]:
         return self._all("full_state_dict")[0]
+
+    def host_weight_sync(self, world: int, backend: str) -> tuple[str, int]:
+        """Rank 0 hosts the weight-sync group of `world` members (itself and the rollout copies)."""
+        import ray
+
+        return tuple(ray.get(self.actors[0].host_weight_sync.remote(world, backend)))  # type: ignore[return-value]
+
+    def connect_weight_sync_async(self) -> Any:
+        return self.actors[0].connect_weight_sync.remote()
+
+    def send_weights_async(self, plan: list, wire: str) -> list[Any]:
+        """Futures of every rank's part in one broadcast (rank 0's carries the sender's stats)."""
+        return [a.send_weights.remote(plan, wire) for a in self.actors]
 
     def save(self, path: str) -> None:
         self._all("save", same=(path,))

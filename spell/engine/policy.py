@@ -60,8 +60,9 @@ class Policy:
         source = str(ckpt / "model") if ckpt and adapter is None else self.base_path
         trust = self.spec.trust_remote_code
         self.tokenizer = AutoTokenizer.from_pretrained(str(ckpt / "model") if ckpt else source, trust_remote_code=trust)
-        # trained full weights (and so AdamW state) are fp32 masters under autocast (spec Part A 'loss')
-        master = torch.float32 if self.spec.trains and not lora else self.dtype
+        # trained full weights (and so AdamW state) are fp32 masters under autocast (spec Part A 'loss'); a
+        # sharded learner keeps its masters in its shards, and this copy only rolls out and saves: compute dtype
+        master = torch.float32 if self.spec.trains and not lora and self.spec.learner_ranks <= 1 else self.dtype
         self.model = load_causal_lm(source, master, self.device, trust)
         if self.spec.gradient_checkpointing:
             enable_activation_checkpointing(self.model)
@@ -81,6 +82,7 @@ class Policy:
         self.scripted = self._make_scripted()
         self.replicas = RolloutReplicas.start(Policy, self.spec, self.group, self._colocated(), checkpoint)
         self._endpoint: ReplicaEndpoint | None = None  # a replica's end of the weight-sync group
+        self._pull = self._learner_sync()
         self.trained_iteration = 0
         self.busy_seconds = {"generate": 0.0, "train": 0.0}  # for bench/overhead.py
         self.started_at = time.time()  # two flow runs that report the same value were served by one warm actor
@@ -128,6 +130,16 @@ class Policy:
             placement=self.spec.placement,
             gpu_share=0.5 if self._colocated() else 1.0,
         )
+
+    def _learner_sync(self) -> Any:
+        """With a sharded learner, one broadcast group rooted at its rank 0 feeds this copy and the replicas."""
+        if self.group is None:
+            return None
+        from spell.engine.learner_sync import LearnerWeightSync
+
+        nccl = torch.cuda.is_available() and self.spec.gpus_per_rank > 0
+        actors = self.replicas.actors if self.replicas else []
+        return LearnerWeightSync(self.group, self.model, actors, "nccl" if nccl else "gloo")
 
     def _colocated(self) -> bool:
         """Rollout replicas share the sharded learner's GPUs (one replica per rank's GPU, half each)."""
@@ -242,9 +254,10 @@ class Policy:
     def weight_dtype(self) -> str:
         return str(next(self.model.parameters()).dtype).replace("torch.", "")
 
-    def join_weight_sync(self, address: tuple[str, int], rank: int, world: int, backend: str, plan: list) -> None:
-        """A replica joins its policy actor's broadcast group (spell.engine.replicas)."""
-        self._endpoint = ReplicaEndpoint(address, rank, world, backend, plan)
+    def join_weight_sync(self, address: tuple[str, int], rank: int, world: int, backend: str, plan: list,
+                         wire: str) -> None:  # fmt: skip
+        """A replica joins the broadcast group of its policy actor or of the sharded learner's rank 0."""
+        self._endpoint = ReplicaEndpoint(address, rank, world, backend, plan, wire)
 
     def receive_weights(self) -> dict[str, float]:
         """A replica takes the trained weights, broadcast bucket by bucket, into its engine."""
@@ -287,7 +300,6 @@ class Policy:
             if self.group is not None:
                 metrics = self.group.train_step(seqs)
                 if not metrics.get("skipped"):
-                    self.model.load_state_dict(self.group.full_state_dict())
                     self.learner.steps += 1
                 else:
                     self.learner.skipped_steps += 1
@@ -297,14 +309,17 @@ class Policy:
             self.resume_generation()
             self._replicas_call("resume_generation")
             raise
+        self._replicas_call("resume_generation")
+        if self._pull is not None and (self.replicas or not metrics.get("skipped")):
+            # a replica asleep at level 2 dropped its weights: it takes them again even after a skipped step
+            metrics = {**metrics, **self._pull.pull(self.model).as_metrics()}
+        elif self.replicas:
+            metrics = {**metrics, **self.replicas.push(self.model, self.device).as_metrics()}
         sync = hasattr(gen, "sync_weights") and (not metrics.get("skipped") or getattr(gen, "weights_dropped", False))
         if not self.resume_generation(self.model if sync else None) and sync:
             gen.sync_weights(self.model)
-        self._replicas_call("resume_generation")
         if iteration is not None:
             self.trained_iteration = max(self.trained_iteration, iteration)
-        if self.replicas:
-            metrics = {**metrics, **self.replicas.push(self.model, self.device).as_metrics()}
         self.busy_seconds["train"] += time.perf_counter() - start
         return metrics
 

@@ -119,13 +119,14 @@ class RolloutReplicas:
             dtypes = set(self.call_all("weight_dtype"))
             if len(dtypes) != 1:
                 raise RuntimeError(f"rollout replicas disagree on their weight dtype: {sorted(dtypes)}")
-            self._wire = getattr(torch, dtypes.pop())
+            wire = dtypes.pop()
+            self._wire = getattr(torch, wire)
             size = torch.empty((), dtype=self._wire).element_size()
             self._plan = plan_buckets(tensors, size, self.bucket_bytes)
             world = len(self.actors) + 1
             group = SyncGroup.host(ray.util.get_node_ip_address(), world, backend)
             joins = [
-                a.join_weight_sync.remote(group.address, rank, world, backend, self._plan)
+                a.join_weight_sync.remote(group.address, rank, world, backend, self._plan, wire)
                 for rank, a in enumerate(self.actors, start=1)
             ]
             group.connect()
@@ -138,17 +139,18 @@ class RolloutReplicas:
 
 
 class ReplicaEndpoint:
-    """A replica's end of the weight-sync group: receives each push straight into its model's weights."""
+    """A receiver's end of a weight-sync group: each broadcast goes straight into its model's weights (cast
+    there when the wire dtype differs from the weights')."""
 
-    def __init__(self, address: tuple[str, int], rank: int, world: int, backend: str, plan: list[list[TensorMeta]]):
+    def __init__(self, address: tuple[str, int], rank: int, world: int, backend: str, plan: list[list[TensorMeta]],
+                 wire: str):  # fmt: skip
         self.group = SyncGroup(tuple(address), rank, world, backend).connect()  # type: ignore[arg-type]
-        self.plan = plan
+        self.plan, self.wire = plan, getattr(torch, wire)
         self.buffer_device = torch.device("cuda") if backend == "nccl" else torch.device("cpu")
 
     def receive(self, model: torch.nn.Module) -> SyncStats:
         tensors = sync_tensors(model)
-        dtype = next(iter(tensors.values())).dtype
-        return receive_weights(self.group, self.plan, dtype, self.buffer_device, copy_into(tensors))
+        return receive_weights(self.group, self.plan, self.wire, self.buffer_device, copy_into(tensors))
 
 
 __all__ = ["SEED_STRIDE", "ReplicaEndpoint", "RolloutReplicas"]

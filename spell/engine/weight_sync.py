@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -119,7 +119,7 @@ class SyncGroup:
 
 
 def send_weights(
-    group: SyncGroup, tensors: dict[str, torch.Tensor], plan: list[list[TensorMeta]], dtype: torch.dtype,
+    group: SyncGroup, tensors: Mapping[str, torch.Tensor], plan: list[list[TensorMeta]], dtype: torch.dtype,
     device: torch.device,
 ) -> SyncStats:  # fmt: skip
     """Rank 0: each bucket packed in the wire dtype (one bucket-sized buffer at a time) and broadcast."""
