@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.vllm_cpu]
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("scenario", ["full", "lora", "seeds"])
+@pytest.mark.parametrize("scenario", ["full", "lora", "seeds", "replica", "replicas"])
 def test_vllm_scenario(scenario):
     if importlib.util.find_spec("vllm") is None:
         pytest.skip("vLLM is not installed (pip install 'spell[gpu]')")

@@ -27,13 +27,18 @@ class FakeLLM:
         self.workers = []
         for rank in range(kw["tensor_parallel_size"]):
             worker = type("Worker", (ext,), {})()
+            worker.rank = rank
             worker.model_runner = types.SimpleNamespace(model=types.SimpleNamespace(load_weights=self._loader(rank)))
             self.workers.append(worker)
         self.loaded_by_rank = [{} for _ in self.workers]
         FakeLLM.instances.append(self)
 
     def collective_rpc(self, method, args=(), kwargs=None):
-        return [getattr(w, method)(*args, **(kwargs or {})) for w in self.workers]
+        """Every worker at once, as the multiprocess executor runs them (a broadcast group needs all)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(self.workers)) as pool:
+            return list(pool.map(lambda w: getattr(w, method)(*args, **(kwargs or {})), self.workers))
 
     def _loader(self, rank):
         def load(weights):
@@ -161,3 +166,45 @@ def test_worker_extension_prefers_the_in_place_reload():
     New().spell_load_weights(iter(w))
     Old().spell_load_weights(w)
     assert calls == [("reload", ["a", "b"], True), ("load", ["a", "b"])]
+
+
+def test_weightless_vllm_replica_receives_in_every_worker(fake_vllm, tiny_model_dir):
+    """A vLLM rollout replica starts from the folder as it is, holds no weights of its own, and each of its
+    tensor-parallel workers joins the broadcast group (ranks 1 and 2 here) and takes every bucket itself."""
+    import threading
+
+    from transformers import AutoModelForCausalLM
+
+    from spell.engine.vllm_replica import VLLMReplica
+    from spell.engine.weight_sync import SyncGroup, plan_buckets, send_weights, sync_tensors
+
+    rep = VLLMReplica(PolicySpec(model_path=tiny_model_dir, backend="vllm", tensor_parallel=2, replica=True))
+    llm = fake_vllm.instances[0]
+    assert llm.model_path == Path(tiny_model_dir) and llm.model_path.is_dir()  # no snapshot, nothing removed
+    assert not hasattr(rep, "model") and rep.sync_ranks() == 2
+    sender = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        for p in sender.parameters():
+            p.add_(1.0)
+    tensors = sync_tensors(sender)
+    plan = plan_buckets(tensors, 4, bucket_bytes=4096)
+    host = SyncGroup.host("127.0.0.1", 3, "gloo", timeout_s=60)
+    sent = {}
+
+    def send():
+        host.connect()
+        sent["stats"] = send_weights(host, tensors, plan, torch.float32, torch.device("cpu"))
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    rep.pause_generation()
+    rep.resume_generation()
+    rep.join_weight_sync(host.address, 1, 3, "gloo", plan, "float32")
+    stats = rep.receive_weights()
+    thread.join(60)
+    assert llm.calls == ["sleep2", "wake_up:weights", "load_weights", "reset_prefix_cache", "wake_up:kv_cache"]
+    assert stats["weight_sync_bytes"] == sent["stats"].bytes == 4 * sum(t.numel() for t in tensors.values())
+    for got in llm.loaded_by_rank:
+        assert got.keys() == tensors.keys() and all(torch.equal(got[k], tensors[k]) for k in tensors)
+    rep.rollout(["hi"], {"n": 2, "max_new_tokens": 4})
+    assert llm.calls[-1] == ("generate", None)

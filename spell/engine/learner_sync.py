@@ -80,22 +80,22 @@ class LearnerWeightSync:
     and after every step pulls the trained weights into its full copy while the replicas take the same
     broadcast into theirs."""
 
-    def __init__(self, learner_group: Any, model: torch.nn.Module, replica_actors: list[Any], backend: str,
+    def __init__(self, learner_group: Any, model: torch.nn.Module, replicas: Any, backend: str,
                  bucket_bytes: int = DEFAULT_BUCKET_BYTES):  # fmt: skip
         import ray
 
         from spell.engine.replicas import ReplicaEndpoint
 
-        self.group, self.replicas = learner_group, replica_actors
+        self.group, self.replicas = learner_group, list(replicas.actors) if replicas else []
         tensors = sync_tensors(model)
         self.wire = str(next(iter(tensors.values())).dtype).replace("torch.", "")
         self.plan = plan_buckets(tensors, next(iter(tensors.values())).element_size(), bucket_bytes)
-        world = 2 + len(replica_actors)
+        ranks, world = replicas.ranks(first=2) if replicas else ([], 2)
         address = learner_group.host_weight_sync(world, backend)
         joins = [learner_group.connect_weight_sync_async()]
         joins += [
             a.join_weight_sync.remote(address, rank, world, backend, self.plan, self.wire)
-            for rank, a in enumerate(replica_actors, start=2)
+            for rank, a in zip(ranks, self.replicas, strict=True)
         ]
         self.endpoint = ReplicaEndpoint(address, 1, world, backend, self.plan, self.wire)  # blocks until all join
         ray.get(joins)

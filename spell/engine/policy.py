@@ -28,6 +28,7 @@ from spell.engine.loading import (
     wrap_lora,
 )
 from spell.engine.replicas import ReplicaEndpoint, RolloutReplicas
+from spell.engine.rollout import rollout_rows
 from spell.engine.spec import PolicySpec
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,9 @@ class Policy:
         torch.set_num_threads(self.spec.threads or os.cpu_count() or 1)
         self.device = pick_device(self.spec.device)
         self.dtype = pick_dtype(self.spec.dtype, self.device)  # compute dtype
-        if (self.spec.learner_ranks > 1 or self.spec.replica) and self.spec.backend == "vllm":
-            # a sharded learner trains on its own GPUs and a vLLM replica only generates: this full copy
-            # only feeds vLLM (and checkpoints), so it stays in host memory, not beside vLLM on the GPU
+        if self.spec.learner_ranks > 1 and self.spec.backend == "vllm":
+            # a sharded learner trains on its own GPUs: this full copy only feeds vLLM (and checkpoints), so
+            # it stays in host memory, not beside vLLM on the GPU (vLLM replicas hold none: vllm_replica)
             self.device = torch.device("cpu")
         self.base_path = resolve_model_path(self.spec.model_path, self.spec.cache_dir)  # the run's initial model
         ckpt = Path(checkpoint) if checkpoint else None
@@ -138,8 +139,7 @@ class Policy:
         from spell.engine.learner_sync import LearnerWeightSync
 
         nccl = torch.cuda.is_available() and self.spec.gpus_per_rank > 0
-        actors = self.replicas.actors if self.replicas else []
-        return LearnerWeightSync(self.group, self.model, actors, "nccl" if nccl else "gloo")
+        return LearnerWeightSync(self.group, self.model, self.replicas, "nccl" if nccl else "gloo")
 
     def _colocated(self) -> bool:
         """Rollout replicas share the sharded learner's GPUs (one replica per rank's GPU, half each)."""
@@ -216,43 +216,17 @@ class Policy:
         """`rollout` on this actor's own engine (same arguments), whatever replicas there are."""
         start = time.perf_counter()
         sp = params if isinstance(params, SamplingParams) else SamplingParams.from_dict(params)
-        ids = self.render(prompts)
-        if prefills:
-            ids = [
-                x + list(self.tokenizer(pf, add_special_tokens=False)["input_ids"]) if pf else x
-                for x, pf in zip(ids, prefills, strict=True)
-            ]
-        keep = [i for i, x in enumerate(ids) if max_prompt_tokens is None or len(x) <= max_prompt_tokens]
-        results: list[dict[str, Any]] = [
-            {
-                "prompt_ids": x,
-                "completions": [
-                    {
-                        "prompt_index": i,
-                        "sample_index": j,
-                        "text": "",
-                        "token_ids": [],
-                        "finish_reason": "prompt_too_long",
-                        "prompt_tokens": len(x),
-                    }
-                    for j in range(sp.n)
-                ],
-            }
-            for i, x in enumerate(ids)
-        ]
-        if keep:
-            gen = self._generator_for(role)
-            # a rule-played role reads the prompt text (a tiny tokenizer may not round-trip it)
-            text_in = getattr(gen, "reads_text", False) and not prefills
-            rows = gen.generate([prompts[i] if text_in else ids[i] for i in keep], sp)
-            for i, row in zip(keep, rows, strict=True):
-                pf = prefills[i] if prefills else ""
-                results[i]["completions"] = [{**c.to_dict(), "prompt_index": i, "text": pf + c.text} for c in row]
+        gen = self._generator_for(role)
+        results = rollout_rows(gen, self.tokenizer, prompts, sp, max_prompt_tokens, prefills)
         self.busy_seconds["generate"] += time.perf_counter() - start
         return results
 
     def weight_dtype(self) -> str:
         return str(next(self.model.parameters()).dtype).replace("torch.", "")
+
+    def sync_ranks(self) -> int:
+        """Members this replica adds to a weight-sync group (a vLLM replica: one per worker)."""
+        return 1
 
     def join_weight_sync(self, address: tuple[str, int], rank: int, world: int, backend: str, plan: list,
                          wire: str) -> None:  # fmt: skip

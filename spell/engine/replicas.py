@@ -51,6 +51,10 @@ class RolloutReplicas:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         replica_spec = replace(spec, replica=True, learner_ranks=1, rollout_replicas=1).to_dict()
+        if spec.backend == "vllm":  # no weights of its own: vLLM's workers receive every push themselves
+            from spell.engine.vllm_replica import VLLMReplica
+
+            policy_cls = VLLMReplica
         remote = ray.remote(policy_cls)
         actors = []
         for i in range(spec.rollout_replicas - 1):
@@ -73,6 +77,13 @@ class RolloutReplicas:
         import ray
 
         return ray.get([getattr(a, method).remote(*args) for a in self.actors])
+
+    def ranks(self, first: int) -> tuple[list[int], int]:
+        """Each replica's first rank in a broadcast group whose members before them are ranks 0..first-1,
+        and the group's size (a vLLM replica under tensor parallelism is one member per worker)."""
+        sizes = self.call_all("sync_ranks")
+        starts = [first + sum(sizes[:i]) for i in range(len(sizes))]
+        return starts, first + sum(sizes)
 
     def rollout(
         self,
@@ -123,11 +134,11 @@ class RolloutReplicas:
             self._wire = getattr(torch, wire)
             size = torch.empty((), dtype=self._wire).element_size()
             self._plan = plan_buckets(tensors, size, self.bucket_bytes)
-            world = len(self.actors) + 1
+            ranks, world = self.ranks(first=1)
             group = SyncGroup.host(ray.util.get_node_ip_address(), world, backend)
             joins = [
                 a.join_weight_sync.remote(group.address, rank, world, backend, self._plan, wire)
-                for rank, a in enumerate(self.actors, start=1)
+                for rank, a in zip(ranks, self.actors, strict=True)
             ]
             group.connect()
             ray.get(joins)

@@ -33,11 +33,12 @@ from spell.engine.vllm_worker import EXTENSION
 
 
 class VLLMGenerator:
-    """Wraps `vllm.LLM`, built from a snapshot of the learner's weights."""
+    """Wraps `vllm.LLM`, built from a snapshot of the learner's weights, or, for a rollout replica that holds
+    no weights of its own (`model` None), straight from the checkpoint folder `base_path`."""
 
     def __init__(
         self,
-        model: Any,
+        model: Any | None,
         tokenizer: Any,
         max_context: int | None = None,
         gpu_memory_utilization: float = 0.5,
@@ -53,13 +54,20 @@ class VLLMGenerator:
         except ImportError as exc:
             raise ImportError("engine.backend=vllm needs vLLM on a GPU machine: pip install 'spell[gpu]'") from exc
         self.tokenizer = tokenizer
-        limit = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
+        if model is None:
+            from transformers import AutoConfig
+
+            assert base_path and dtype is not None, "a weightless engine starts from a folder, in a given dtype"
+            config = AutoConfig.from_pretrained(base_path)
+        else:
+            config = model.config
+        limit = int(getattr(config, "max_position_embeddings", 0) or 1 << 30)
         self.max_context = min(int(max_context), limit) if max_context else limit  # never the model's 262K
         # the compute dtype (bf16 on GPU): the learner's fp32 master weights are cast on every sync
         self.dtype = dtype or next(model.parameters()).dtype
         own_snapshot = False
-        if lora_rank > 0 and base_path:  # the frozen base weights; the adapter comes as a LoRARequest
-            snapshot = base_path
+        if model is None or (lora_rank > 0 and base_path):  # a folder as it is (LoRA: the frozen base weights)
+            snapshot = str(base_path)
         else:  # a snapshot for vLLM to start from, removed once loaded (new weights come by sync_weights)
             snapshot = tempfile.mkdtemp(prefix="spell-vllm-")
             _unwrapped(model).save_pretrained(snapshot, safe_serialization=True)
@@ -131,6 +139,19 @@ class VLLMGenerator:
             self.llm.collective_rpc("spell_load_weights", args=(weights,))
         self.weights_dropped = False
         self.llm.reset_prefix_cache()
+
+    def join_weight_sync(self, address: tuple[str, int], first_rank: int, world: int, backend: str, plan: list,
+                         wire: str) -> None:  # fmt: skip
+        """Every tensor-parallel worker joins the trainer's broadcast group (ranks first_rank.. + TP size)."""
+        self.llm.collective_rpc("spell_join_weight_sync", args=(tuple(address), first_rank, world, backend, plan, wire))
+
+    def receive_weights(self) -> dict[str, float]:
+        """One broadcast straight into every worker's in-place reload: no weights pass through this process."""
+        stats = self.llm.collective_rpc("spell_receive_weights")[0]
+        self.syncs += 1
+        self.weights_dropped = False
+        self.llm.reset_prefix_cache()
+        return dict(stats)
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
         rendered = [render_prompt(self.tokenizer, p) for p in prompts]

@@ -11,6 +11,7 @@ EXTENSION = "spell.engine.vllm_worker.SpellWorkerExtension"
 
 class SpellWorkerExtension:
     model_runner: Any  # provided by the vLLM worker this class is mixed into
+    rank: int  # this worker's rank among the engine's tensor-parallel workers
 
     def spell_load_weights(self, weights: Any) -> None:
         """Full (unsharded) tensors by their Hugging Face names; each rank's loader keeps its own shard.
@@ -23,3 +24,26 @@ class SpellWorkerExtension:
             reload(weights_iterator=iter(weights), is_checkpoint_format=True)
         else:
             self.model_runner.model.load_weights(weights=weights)
+
+    def spell_join_weight_sync(self, address: tuple[str, int], first_rank: int, world: int, backend: str,
+                               plan: list, wire: str) -> None:  # fmt: skip
+        """Join the trainer's broadcast group as rank `first_rank` + this worker's tensor-parallel rank: each
+        worker receives every bucket itself, so no process holds the weights on the engine's behalf."""
+        import torch
+
+        from spell.engine.weight_sync import SyncGroup
+
+        rank = first_rank + int(getattr(self, "rank", 0) or 0)
+        self._spell_sync = (SyncGroup(tuple(address), rank, world, backend).connect(), plan, getattr(torch, wire))
+
+    def spell_receive_weights(self) -> dict[str, float]:
+        """One broadcast, bucket by bucket, straight into the in-place reload (it loads as it reads)."""
+        import torch
+
+        from spell.engine.weight_sync import SyncStats, iter_received
+
+        group, plan, wire = self._spell_sync
+        device = torch.device("cuda", torch.cuda.current_device()) if group.backend == "nccl" else torch.device("cpu")
+        stats = SyncStats()
+        self.spell_load_weights(iter_received(group, plan, wire, device, stats))
+        return stats.as_metrics()

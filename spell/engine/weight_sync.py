@@ -135,20 +135,28 @@ def send_weights(
     return stats
 
 
+def iter_received(
+    group: SyncGroup, plan: list[list[TensorMeta]], dtype: torch.dtype, device: torch.device, stats: SyncStats,
+) -> Iterator[tuple[str, torch.Tensor]]:  # fmt: skip
+    """A receiver: (name, view) pairs, each bucket received into one buffer when the previous one is used
+    up, so a consumer that loads as it reads (vLLM's in-place reload) never holds more than a bucket."""
+    start = time.perf_counter()
+    for metas in plan:
+        flat = torch.empty(sum(m.numel for m in metas), dtype=dtype, device=device)
+        group.broadcast(flat)
+        stats.bytes += flat.numel() * flat.element_size()
+        stats.buckets += 1
+        yield from _unpack(flat, metas)
+        stats.seconds = time.perf_counter() - start
+
+
 def receive_weights(
     group: SyncGroup, plan: list[list[TensorMeta]], dtype: torch.dtype, device: torch.device,
     apply: Callable[[Iterator[tuple[str, torch.Tensor]]], None],
 ) -> SyncStats:  # fmt: skip
     """A replica: each bucket received into one buffer and handed to `apply` as (name, view) pairs."""
     stats = SyncStats()
-    start = time.perf_counter()
-    for metas in plan:
-        flat = torch.empty(sum(m.numel for m in metas), dtype=dtype, device=device)
-        group.broadcast(flat)
-        apply(_unpack(flat, metas))
-        stats.bytes += flat.numel() * flat.element_size()
-        stats.buckets += 1
-    stats.seconds = time.perf_counter() - start
+    apply(iter_received(group, plan, dtype, device, stats))
     return stats
 
 
@@ -174,6 +182,7 @@ __all__ = [
     "TensorMeta",
     "backend_for",
     "copy_into",
+    "iter_received",
     "plan_buckets",
     "receive_weights",
     "send_weights",
