@@ -208,3 +208,45 @@ def test_weightless_vllm_replica_receives_in_every_worker(fake_vllm, tiny_model_
         assert got.keys() == tensors.keys() and all(torch.equal(got[k], tensors[k]) for k in tensors)
     rep.rollout(["hi"], {"n": 2, "max_new_tokens": 4})
     assert llm.calls[-1] == ("generate", None)
+
+
+def test_a_failed_step_leaves_generation_usable(fake_vllm, tiny_model_dir, monkeypatch):
+    """The engines dropped their weights to sleep: after a step that raises, the policy's engine reloads its
+    copy and rollouts stay on it (replicas got no weights) until the next push."""
+    pol = Policy(PolicySpec(model_path=tiny_model_dir, backend="vllm"))
+    llm = fake_vllm.instances[0]
+
+    class Replicas:
+        calls: ClassVar[list[str]] = []
+
+        def __len__(self):
+            return 1
+
+        def call_all(self, method, *args):
+            self.calls.append(method)
+
+        def rollout(self, *args):
+            raise AssertionError("a replica without weights was asked to generate")
+
+        def push(self, model, device):
+            from spell.engine.weight_sync import SyncStats
+
+            return SyncStats(bytes=1)
+
+    pol.replicas = Replicas()
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    real = pol.learner.train_step
+    monkeypatch.setattr(pol.learner, "train_step", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        pol.train_step(SEQS)
+    assert llm.calls == ["sleep2", "wake_up:weights", "load_weights", "reset_prefix_cache", "wake_up:kv_cache"]
+    assert Replicas.calls == ["pause_generation", "resume_generation"]
+    rows = pol.rollout(["a", "b"], {"n": 1, "max_new_tokens": 4})  # here, not on the replica
+    assert [len(r["completions"]) for r in rows] == [1, 1]
+    monkeypatch.setattr(pol.learner, "train_step", real)
+    pol.train_step(SEQS)  # the push reaches the replicas again: they share the rollouts once more
+    with pytest.raises(AssertionError, match="without weights was asked"):
+        pol.rollout(["a", "b"], {"n": 1, "max_new_tokens": 4})

@@ -7,6 +7,7 @@ driver process without torch can call it through Ray.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -84,6 +85,7 @@ class Policy:
         self.replicas = RolloutReplicas.start(Policy, self.spec, self.group, self._colocated(), checkpoint)
         self._endpoint: ReplicaEndpoint | None = None  # a replica's end of the weight-sync group
         self._pull = self._learner_sync()
+        self._replicas_ready = True  # False after a failed step, until the next push reaches them
         self.trained_iteration = 0
         self.busy_seconds = {"generate": 0.0, "train": 0.0}  # for bench/overhead.py
         self.started_at = time.time()  # two flow runs that report the same value were served by one warm actor
@@ -206,7 +208,7 @@ class Policy:
         generated: they come back with `prompt_too_long` completions, so callers can count them.
         A prefill is appended to the rendered prompt and put back in front of each completion's text.
         `role` (questioner, grounding, responder, verifier) picks a rule-played generator where configured."""
-        if self.replicas and len(prompts) > 1:
+        if self.replicas and self._replicas_ready and len(prompts) > 1:
             return self.replicas.rollout(self._rollout_here, prompts, params, max_prompt_tokens, prefills, role)
         return self._rollout_here(prompts, params, max_prompt_tokens, prefills, role)
 
@@ -280,8 +282,12 @@ class Policy:
             else:
                 metrics = self.learner.train_step([TrainSequence.from_dict(s) for s in seqs])
         except BaseException:
-            self.resume_generation()
-            self._replicas_call("resume_generation")
+            # the engines dropped their weights to sleep: this one reloads its copy (the step's error is the
+            # one raised), the replicas get none until the next push, so rollouts stay here until then
+            self._replicas_ready = False
+            with contextlib.suppress(Exception):
+                self.resume_generation(self.model if getattr(gen, "weights_dropped", False) else None)
+                self._replicas_call("resume_generation")
             raise
         self._replicas_call("resume_generation")
         if self._pull is not None and (self.replicas or not metrics.get("skipped")):
@@ -289,6 +295,7 @@ class Policy:
             metrics = {**metrics, **self._pull.pull(self.model).as_metrics()}
         elif self.replicas:
             metrics = {**metrics, **self.replicas.push(self.model, self.device).as_metrics()}
+        self._replicas_ready = True
         sync = hasattr(gen, "sync_weights") and (not metrics.get("skipped") or getattr(gen, "weights_dropped", False))
         if not self.resume_generation(self.model if sync else None) and sync:
             gen.sync_weights(self.model)

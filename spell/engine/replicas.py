@@ -2,7 +2,9 @@
 
 The policy actor splits each rollout across itself and its replicas, and after every GRPO step pushes
 the new weights to them over a broadcast group of their own (`spell.engine.weight_sync`: gloo on CPU,
-NCCL on GPU), never through the Ray object store.
+NCCL on GPU), never through the Ray object store; with a sharded learner its rank 0 is the group's root
+instead (`spell.engine.learner_sync`). A vLLM replica is a `VLLMReplica` (no weights of its own), a
+transformers one a generation-only `Policy`.
 """
 
 from __future__ import annotations
