@@ -45,7 +45,7 @@ def main() -> None:
     group = LearnerGroup(path, LearnerSettings(), ShardingSettings(world_size=2, mixed_precision="fp32"), 0)
     copy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     nbytes = sum(t.numel() * t.element_size() for t in sync_tensors(copy).values())
-    sync = LearnerWeightSync(group, copy, None, "gloo")
+    sync = LearnerWeightSync(group, copy, "gloo")
 
     def through_ray() -> float:
         t = time.perf_counter()

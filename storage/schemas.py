@@ -162,7 +162,8 @@ SCHEMAS: dict[str, pa.Schema] = {
                 # tokens the model computed vs the trajectories' own lengths (< 1 with engine.shared_prefix)
                 "computed_tokens",
                 "sequence_tokens",
-                # the push to the rollout replicas after the step (0 without replicas): bytes per replica, seconds
+                # the weight sync after the step: bytes each rollout copy received and seconds, summed over
+                # the hops (sharded learner -> policy actor, policy actor -> replicas); 0 with neither
                 "weight_sync_bytes",
                 "weight_sync_seconds",
             )

@@ -112,7 +112,7 @@ def _assert_rank0_broadcast_equals_full_weights(group, model_dir: str, full: dic
 
     receiver = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     assert not all(torch.equal(receiver.state_dict()[k], full[k]) for k in full)  # trained: it must move
-    sync = LearnerWeightSync(group, receiver, None, "gloo", bucket_bytes=16 << 10)
+    sync = LearnerWeightSync(group, receiver, "gloo", bucket_bytes=16 << 10)
     pointers = {n: t.data_ptr() for n, t in sync_tensors(receiver).items()}
     stats = sync.pull(receiver)
     got = receiver.state_dict()

@@ -228,7 +228,7 @@ def test_a_failed_step_leaves_generation_usable(fake_vllm, tiny_model_dir, monke
         def rollout(self, *args):
             raise AssertionError("a replica without weights was asked to generate")
 
-        def push(self, model, device):
+        def push(self, model):
             from spell.engine.weight_sync import SyncStats
 
             return SyncStats(bytes=1)

@@ -1,13 +1,13 @@
 """Trained weights from a sharded learner straight to the rollout copies, with learner rank 0 as the root.
 
 Before, the policy actor took the learner group's `full_state_dict()` through Ray after every step: rank 0
-gathered the whole model into host memory, Ray copied it into the object store and out again (28 GiB of
-fp32 at 7B, twice), and the replicas then got a second broadcast from the policy actor. Here the learner's
-rank 0, the policy actor and every replica form one broadcast group (`spell.engine.weight_sync`: NCCL on
-GPU, gloo on CPU). Each step every learner rank all-gathers one parameter at a time (a collective of the
-learner's own FSDP group; ranks other than 0 drop the result at once), rank 0 casts it to the wire dtype,
-packs buckets and broadcasts them, and each receiver copies them into its weights in place. At no time is
-there a full copy of the model on a learner rank or in the object store.
+gathered the whole model into host memory and Ray copied it into the object store and out again (28 GiB
+of fp32 at 7B, twice). Here the learner's rank 0 and the policy actor form a broadcast group of their own
+(`spell.engine.weight_sync`: NCCL on GPU, gloo on CPU). Each step every learner rank all-gathers one
+parameter at a time (a collective of the learner's own FSDP group; ranks other than 0 drop the result at
+once), rank 0 casts it to the wire dtype, packs buckets and broadcasts them, and the policy actor copies
+them into its weights in place; its replicas then take its usual push. At no time is there a full copy
+of the model on a learner rank or in the object store.
 """
 
 from __future__ import annotations
@@ -76,39 +76,34 @@ class LearnerSender:
 
 
 class LearnerWeightSync:
-    """The policy actor's side: forms the group once (learner rank 0 = root, itself rank 1, replicas 2..)
-    and after every step pulls the trained weights into its full copy while the replicas take the same
-    broadcast into theirs."""
+    """The policy actor's side: a group of two (learner rank 0 the root, itself rank 1), formed once; after
+    every step it pulls the trained weights into its full copy, in place.
 
-    def __init__(self, learner_group: Any, model: torch.nn.Module, replicas: Any, backend: str,
+    The replicas are not members: each shares a learner rank's GPU (rank 0's too), and NCCL refuses two
+    ranks of one group on one GPU, so they take the policy actor's push right after (two hops)."""
+
+    def __init__(self, learner_group: Any, model: torch.nn.Module, backend: str,
                  bucket_bytes: int = DEFAULT_BUCKET_BYTES):  # fmt: skip
         import ray
 
         from spell.engine.replicas import ReplicaEndpoint
 
-        self.group, self.replicas = learner_group, list(replicas.actors) if replicas else []
+        self.group = learner_group
         tensors = sync_tensors(model)
         self.wire = str(next(iter(tensors.values())).dtype).replace("torch.", "")
         self.plan = plan_buckets(tensors, next(iter(tensors.values())).element_size(), bucket_bytes)
-        ranks, world = replicas.ranks(first=2) if replicas else ([], 2)
-        address = learner_group.host_weight_sync(world, backend)
-        joins = [learner_group.connect_weight_sync_async()]
-        joins += [
-            a.join_weight_sync.remote(address, rank, world, backend, self.plan, self.wire)
-            for rank, a in zip(ranks, self.replicas, strict=True)
-        ]
-        self.endpoint = ReplicaEndpoint(address, 1, world, backend, self.plan, self.wire)  # blocks until all join
-        ray.get(joins)
+        address = learner_group.host_weight_sync(2, backend)
+        join = learner_group.connect_weight_sync_async()
+        self.endpoint = ReplicaEndpoint(address, 1, 2, backend, self.plan, self.wire)  # blocks until both join
+        ray.get(join)
 
     def pull(self, model: torch.nn.Module) -> SyncStats:
-        """The learner's current weights into `model` (in place) and into every replica's engine."""
+        """The learner's current weights into `model`, in place."""
         import ray
 
         sends = self.group.send_weights_async(self.plan, self.wire)
-        receives = [a.receive_weights.remote() for a in self.replicas]
         stats = self.endpoint.receive(model)
         root = ray.get(sends)[0]
-        ray.get(receives)
         stats.seconds = float(root.get("weight_sync_seconds", stats.seconds))  # the sender's clock, as in push
         return stats
 

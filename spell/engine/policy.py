@@ -31,6 +31,7 @@ from spell.engine.loading import (
 from spell.engine.replicas import ReplicaEndpoint, RolloutReplicas
 from spell.engine.rollout import rollout_rows
 from spell.engine.spec import PolicySpec
+from spell.engine.weight_sync import SyncStats
 
 log = logging.getLogger(__name__)
 
@@ -135,13 +136,13 @@ class Policy:
         )
 
     def _learner_sync(self) -> Any:
-        """With a sharded learner, one broadcast group rooted at its rank 0 feeds this copy and the replicas."""
+        """With a sharded learner, a broadcast group rooted at its rank 0 feeds this copy after each step."""
         if self.group is None:
             return None
         from spell.engine.learner_sync import LearnerWeightSync
 
         nccl = torch.cuda.is_available() and self.spec.gpus_per_rank > 0
-        return LearnerWeightSync(self.group, self.model, self.replicas, "nccl" if nccl else "gloo")
+        return LearnerWeightSync(self.group, self.model, "nccl" if nccl else "gloo")
 
     def _colocated(self) -> bool:
         """Rollout replicas share the sharded learner's GPUs (one replica per rank's GPU, half each)."""
@@ -290,11 +291,13 @@ class Policy:
                 self._replicas_call("resume_generation")
             raise
         self._replicas_call("resume_generation")
-        if self._pull is not None and (self.replicas or not metrics.get("skipped")):
-            # a replica asleep at level 2 dropped its weights: it takes them again even after a skipped step
-            metrics = {**metrics, **self._pull.pull(self.model).as_metrics()}
-        elif self.replicas:
-            metrics = {**metrics, **self.replicas.push(self.model, self.device).as_metrics()}
+        hops = []
+        if self._pull is not None and not metrics.get("skipped"):
+            hops.append(self._pull.pull(self.model))  # from the sharded learner's rank 0
+        if self.replicas:  # a replica asleep at level 2 dropped its weights: it takes them even after a skip
+            hops.append(self.replicas.push(self.model))
+        if hops:
+            metrics = {**metrics, **SyncStats.total(hops).as_metrics()}
         self._replicas_ready = True
         sync = hasattr(gen, "sync_weights") and (not metrics.get("skipped") or getattr(gen, "weights_dropped", False))
         if not self.resume_generation(self.model if sync else None) and sync:

@@ -22,8 +22,8 @@ from spell.engine.weight_sync import (
     SyncGroup,
     SyncStats,
     TensorMeta,
-    backend_for,
     copy_into,
+    local_backend,
     plan_buckets,
     receive_weights,
     send_weights,
@@ -122,13 +122,13 @@ class RolloutReplicas:
             out += rows
         return out
 
-    def push(self, model: torch.nn.Module, device: torch.device) -> SyncStats:
+    def push(self, model: torch.nn.Module) -> SyncStats:
         """Broadcast the model's weights to every replica (the group is formed on the first push)."""
         import ray
 
         tensors = sync_tensors(model)
+        backend, device = local_backend()
         if self._group is None:
-            backend = backend_for(device)
             dtypes = set(self.call_all("weight_dtype"))
             if len(dtypes) != 1:
                 raise RuntimeError(f"rollout replicas disagree on their weight dtype: {sorted(dtypes)}")

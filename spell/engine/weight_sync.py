@@ -44,6 +44,11 @@ class SyncStats:
     buckets: int = 0
     seconds: float = 0.0
 
+    @staticmethod
+    def total(hops: list[SyncStats]) -> SyncStats:
+        """One step's syncs summed (learner -> policy actor -> replicas)."""
+        return SyncStats(sum(h.bytes for h in hops), sum(h.buckets for h in hops), sum(h.seconds for h in hops))
+
     def as_metrics(self) -> dict[str, float]:
         return {"weight_sync_bytes": float(self.bytes), "weight_sync_seconds": self.seconds}
 
@@ -171,8 +176,12 @@ def copy_into(tensors: dict[str, torch.Tensor]) -> Callable[[Iterator[tuple[str,
     return apply
 
 
-def backend_for(device: torch.device) -> str:
-    return "nccl" if device.type == "cuda" else "gloo"
+def local_backend() -> tuple[str, torch.device]:
+    """NCCL with a bucket buffer on this process's GPU where it has one, else gloo on the CPU (weights in host
+    memory are sent from a GPU buffer all the same)."""
+    if torch.cuda.is_available():
+        return "nccl", torch.device("cuda", torch.cuda.current_device())
+    return "gloo", torch.device("cpu")
 
 
 __all__ = [
@@ -180,9 +189,9 @@ __all__ = [
     "SyncGroup",
     "SyncStats",
     "TensorMeta",
-    "backend_for",
     "copy_into",
     "iter_received",
+    "local_backend",
     "plan_buckets",
     "receive_weights",
     "send_weights",
