@@ -91,7 +91,7 @@ def main() -> None:
     def broadcast() -> float:
         t = time.perf_counter()
         futures = [a.receive.remote() for a in actors]
-        send_weights(host, tensors, plan, wire, torch.device("cpu"))
+        send_weights(host, tensors, plan, wire)
         ray.get(futures)
         return time.perf_counter() - t
 

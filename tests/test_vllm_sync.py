@@ -193,7 +193,7 @@ def test_weightless_vllm_replica_receives_in_every_worker(fake_vllm, tiny_model_
 
     def send():
         host.connect()
-        sent["stats"] = send_weights(host, tensors, plan, torch.float32, torch.device("cpu"))
+        sent["stats"] = send_weights(host, tensors, plan, torch.float32)
 
     thread = threading.Thread(target=send)
     thread.start()

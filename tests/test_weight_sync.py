@@ -49,7 +49,7 @@ def test_broadcast_reaches_every_rank_in_place(wire):
         try:
             group = SyncGroup(host.address, rank, 3, "gloo", timeout_s=60).connect()
             tensors = sync_tensors(model)
-            stats[rank] = receive_weights(group, plan, wire, torch.device("cpu"), copy_into(tensors))
+            stats[rank] = receive_weights(group, plan, wire, copy_into(tensors))
         except Exception as exc:  # surfaced below
             errors.append(exc)
 
@@ -57,7 +57,7 @@ def test_broadcast_reaches_every_rank_in_place(wire):
     for t in threads:
         t.start()
     host.connect()
-    stats[0] = send_weights(host, src, plan, wire, torch.device("cpu"))
+    stats[0] = send_weights(host, src, plan, wire)
     for t in threads:
         t.join(60)
     assert not errors

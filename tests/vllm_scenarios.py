@@ -93,7 +93,7 @@ def replica() -> None:
 
     def send() -> None:
         host.connect()
-        sent["stats"] = send_weights(host, tensors, plan, torch.float32, torch.device("cpu"))
+        sent["stats"] = send_weights(host, tensors, plan, torch.float32)
 
     thread = threading.Thread(target=send)
     thread.start()

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from spell.engine.replicas import ReplicaEndpoint
 from spell.engine.weight_sync import (
     DEFAULT_BUCKET_BYTES,
     SyncGroup,
@@ -71,8 +72,7 @@ class LearnerSender:
                 _ = tensors[name]  # the all-gather (a collective), its result dropped at once
             return {}
         assert self.group is not None, "host() and connect() first"
-        device = torch.device("cuda") if self.group.backend == "nccl" else torch.device("cpu")
-        return send_weights(self.group, tensors, plan, getattr(torch, wire), device).as_metrics()
+        return send_weights(self.group, tensors, plan, getattr(torch, wire)).as_metrics()
 
 
 class LearnerWeightSync:
@@ -85,8 +85,6 @@ class LearnerWeightSync:
     def __init__(self, learner_group: Any, model: torch.nn.Module, backend: str,
                  bucket_bytes: int = DEFAULT_BUCKET_BYTES):  # fmt: skip
         import ray
-
-        from spell.engine.replicas import ReplicaEndpoint
 
         self.group = learner_group
         tensors = sync_tensors(model)

@@ -237,12 +237,10 @@ class Policy:
         self._endpoint = ReplicaEndpoint(address, rank, world, backend, plan, wire)
 
     def receive_weights(self) -> dict[str, float]:
-        """A replica takes the trained weights, broadcast bucket by bucket, into its engine."""
+        """A transformers replica takes the trained weights, broadcast bucket by bucket, into its model (its
+        engine generates from it; a vLLM replica is a `VLLMReplica`)."""
         assert self._endpoint is not None, "join_weight_sync first"
-        stats = self._endpoint.receive(self.model)
-        if hasattr(self.generator, "sync_weights"):
-            self.generator.sync_weights(self.model)
-        return stats.as_metrics()
+        return self._endpoint.receive(self.model).as_metrics()
 
     def pause_generation(self) -> None:
         if self.spec.sleep_between_phases and hasattr(self.generator, "sleep"):

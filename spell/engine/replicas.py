@@ -127,8 +127,8 @@ class RolloutReplicas:
         import ray
 
         tensors = sync_tensors(model)
-        backend, device = local_backend()
         if self._group is None:
+            backend = local_backend()
             dtypes = set(self.call_all("weight_dtype"))
             if len(dtypes) != 1:
                 raise RuntimeError(f"rollout replicas disagree on their weight dtype: {sorted(dtypes)}")
@@ -146,7 +146,7 @@ class RolloutReplicas:
             ray.get(joins)
             self._group = group
         receives = [a.receive_weights.remote() for a in self.actors]
-        stats = send_weights(self._group, tensors, self._plan, self._wire, device)
+        stats = send_weights(self._group, tensors, self._plan, self._wire)
         ray.get(receives)
         return stats
 
@@ -159,11 +159,10 @@ class ReplicaEndpoint:
                  wire: str):  # fmt: skip
         self.group = SyncGroup(tuple(address), rank, world, backend).connect()  # type: ignore[arg-type]
         self.plan, self.wire = plan, getattr(torch, wire)
-        self.buffer_device = torch.device("cuda") if backend == "nccl" else torch.device("cpu")
 
     def receive(self, model: torch.nn.Module) -> SyncStats:
         tensors = sync_tensors(model)
-        return receive_weights(self.group, self.plan, self.wire, self.buffer_device, copy_into(tensors))
+        return receive_weights(self.group, self.plan, self.wire, copy_into(tensors))
 
 
 __all__ = ["SEED_STRIDE", "ReplicaEndpoint", "RolloutReplicas"]

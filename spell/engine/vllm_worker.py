@@ -38,12 +38,9 @@ class SpellWorkerExtension:
 
     def spell_receive_weights(self) -> dict[str, float]:
         """One broadcast, bucket by bucket, straight into the in-place reload (it loads as it reads)."""
-        import torch
-
         from spell.engine.weight_sync import SyncStats, iter_received
 
         group, plan, wire = self._spell_sync
-        device = torch.device("cuda", torch.cuda.current_device()) if group.backend == "nccl" else torch.device("cpu")
         stats = SyncStats()
-        self.spell_load_weights(iter_received(group, plan, wire, device, stats))
+        self.spell_load_weights(iter_received(group, plan, wire, stats))
         return stats.as_metrics()

@@ -116,6 +116,11 @@ class SyncGroup:
             self.pg = dist.ProcessGroupGloo(store, self.rank, self.world, self.timeout)
         return self
 
+    @property
+    def device(self) -> torch.device:
+        """Where this rank's bucket buffers live: its GPU under NCCL, the CPU under gloo."""
+        return torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" else torch.device("cpu")
+
     def broadcast(self, t: torch.Tensor) -> None:
         assert self.pg is not None, "connect() first"
         opts = dist.BroadcastOptions()
@@ -125,14 +130,13 @@ class SyncGroup:
 
 def send_weights(
     group: SyncGroup, tensors: Mapping[str, torch.Tensor], plan: list[list[TensorMeta]], dtype: torch.dtype,
-    device: torch.device,
 ) -> SyncStats:  # fmt: skip
     """Rank 0: each bucket packed in the wire dtype (one bucket-sized buffer at a time) and broadcast."""
     stats = SyncStats()
     start = time.perf_counter()
     with torch.no_grad():
         for metas in plan:
-            flat = torch.cat([tensors[m.name].detach().reshape(-1).to(device=device, dtype=dtype) for m in metas])
+            flat = torch.cat([tensors[m.name].detach().reshape(-1).to(device=group.device, dtype=dtype) for m in metas])
             group.broadcast(flat)
             stats.bytes += flat.numel() * flat.element_size()
             stats.buckets += 1
@@ -141,27 +145,27 @@ def send_weights(
 
 
 def iter_received(
-    group: SyncGroup, plan: list[list[TensorMeta]], dtype: torch.dtype, device: torch.device, stats: SyncStats,
+    group: SyncGroup, plan: list[list[TensorMeta]], dtype: torch.dtype, stats: SyncStats,
 ) -> Iterator[tuple[str, torch.Tensor]]:  # fmt: skip
     """A receiver: (name, view) pairs, each bucket received into one buffer when the previous one is used
     up, so a consumer that loads as it reads (vLLM's in-place reload) never holds more than a bucket."""
     start = time.perf_counter()
     for metas in plan:
-        flat = torch.empty(sum(m.numel for m in metas), dtype=dtype, device=device)
+        flat = torch.empty(sum(m.numel for m in metas), dtype=dtype, device=group.device)
         group.broadcast(flat)
         stats.bytes += flat.numel() * flat.element_size()
         stats.buckets += 1
         yield from _unpack(flat, metas)
-        stats.seconds = time.perf_counter() - start
+    stats.seconds = time.perf_counter() - start
 
 
 def receive_weights(
-    group: SyncGroup, plan: list[list[TensorMeta]], dtype: torch.dtype, device: torch.device,
+    group: SyncGroup, plan: list[list[TensorMeta]], dtype: torch.dtype,
     apply: Callable[[Iterator[tuple[str, torch.Tensor]]], None],
 ) -> SyncStats:  # fmt: skip
     """A replica: each bucket received into one buffer and handed to `apply` as (name, view) pairs."""
     stats = SyncStats()
-    apply(iter_received(group, plan, dtype, device, stats))
+    apply(iter_received(group, plan, dtype, stats))
     return stats
 
 
@@ -176,12 +180,10 @@ def copy_into(tensors: dict[str, torch.Tensor]) -> Callable[[Iterator[tuple[str,
     return apply
 
 
-def local_backend() -> tuple[str, torch.device]:
-    """NCCL with a bucket buffer on this process's GPU where it has one, else gloo on the CPU (weights in host
-    memory are sent from a GPU buffer all the same)."""
-    if torch.cuda.is_available():
-        return "nccl", torch.device("cuda", torch.cuda.current_device())
-    return "gloo", torch.device("cpu")
+def local_backend() -> str:
+    """NCCL where this process has a GPU (weights in host memory are sent from a GPU bucket all the same),
+    else gloo."""
+    return "nccl" if torch.cuda.is_available() else "gloo"
 
 
 __all__ = [
