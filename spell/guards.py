@@ -16,17 +16,7 @@ from dataclasses import dataclass
 from spell.roles import prompts
 from spell.rules import PLACEHOLDER, parse_number
 from spell.text import normalize_answer
-
-QUESTION_GUARDS = (
-    "template_answer",
-    "not_a_question",
-    "answer_not_in_docs",
-    "template_number",
-    "mc_options",
-    "answer_in_question",
-)
-RESPONSE_GUARDS = ("placeholder_answer",)
-GUARDS = QUESTION_GUARDS + RESPONSE_GUARDS
+from spell.vocab import GUARDS, QUESTION_GUARDS
 
 _QUESTION_WORDS = frozenset(
     [

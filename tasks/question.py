@@ -7,8 +7,9 @@ from typing import Any
 from prefect import task
 
 from spell.corpus import Corpus
-from spell.guards import QUESTION_GUARDS, guard_counts
+from spell.guards import guard_counts
 from spell.stages import question_rows, static_question_rows
+from spell.vocab import QUESTION_GUARDS
 from storage.io import read_rows, write_rows
 from tasks.common import StageContext, call, policy, prefills, prompt_chunk, rollout, run_stage, sampling
 

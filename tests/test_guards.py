@@ -5,9 +5,10 @@ import pytest
 
 from spell.calibration import decisive_label, verifier_calibration
 from spell.config import load_config
-from spell.guards import GUARDS, GuardSwitches, guard_counts, question_guard, response_guard
+from spell.guards import GuardSwitches, guard_counts, question_guard, response_guard
 from spell.stage_rewards import reward_rows
 from spell.stages import question_rows, response_rows
+from spell.vocab import GUARDS
 
 DOCS = [
     "Aleppo is a city in northern Syria. Its citadel was built in 1230.",

@@ -146,9 +146,10 @@ def test_batch_is_task_balanced_when_a_round_yields_more_than_enough_groups():
     groups for 128 places. Each task's count is then hypergeometric around 128/3 (std ~4.4): the test allows
     +-16 (3.6 std); without the shuffle the last task got 0."""
     from spell.batch import ResponderGroup, usable_groups
-    from spell.config import TASKS, SpellConfig
+    from spell.config import SpellConfig
     from spell.corpus import Cluster, Corpus
     from spell.stages import sample_prompts
+    from spell.vocab import TASKS
 
     cfg = SpellConfig()
     clusters = {f"{t}-{i}": Cluster(f"{t}-{i}", t, ("a doc", "b doc")) for t in TASKS for i in range(200)}

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from spell.config import TASKS
 from spell.roles import questioner, responder, verifier
+from spell.vocab import TASKS
 
 FENCE = "```"
 MALFORMED = {

@@ -1,16 +1,12 @@
-"""Building blocks of the config tree: the section base class, the field helper, the task names."""
+"""Building blocks of the config tree: the section base class, the field helper, the config error."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from spell.errors import SpellError
-
-TaskName = Literal["doc_general_qa", "doc_mc", "docmath_qa"]
-TASKS: tuple[str, ...] = ("doc_general_qa", "doc_mc", "docmath_qa")
-RoleName = Literal["questioner", "grounding", "responder", "verifier"]
 
 
 class ConfigError(SpellError, ValueError):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pydantic import model_validator
 
-from spell.config_base import _field, _Section
-from spell.guards import GUARDS
+from spell.config.base import _field, _Section
+from spell.vocab import GUARDS
 
 
 class GuardsConfig(_Section):
