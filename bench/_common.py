@@ -112,7 +112,7 @@ def word_prompts(tok, count: int, tokens: int, seed: int = 0) -> list[list[int]]
 
     rng = random.Random(seed)
     try:
-        from spell.corpus import load_corpus
+        from spell.data.corpus import load_corpus
 
         words = " ".join(
             d for c in list(load_corpus("builtin:wiki").clusters.values())[:50] for d in c.documents

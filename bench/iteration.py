@@ -28,7 +28,7 @@ def warm_caches(config: str, overrides: list[str]) -> None:
     from pathlib import Path
 
     from spell.config import load_config
-    from spell.corpus import load_corpus
+    from spell.data.corpus import load_corpus
     from spell.engine.loading import resolve_model_path
 
     cfg = load_config(config, overrides)

@@ -63,8 +63,8 @@ def evaluate(model_path: str, cfg, sets: list[tuple[str, str, list]]) -> dict[st
 
 
 def held_out_sets(files: list[str], limit: int) -> list[tuple[str, str, list]]:
+    from spell.data.qa import load_labelled_qa
     from spell.eval.benchmarks import EvalItem
-    from spell.qa import load_labelled_qa
 
     sets = []
     for f in files:

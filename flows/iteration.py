@@ -20,7 +20,8 @@ from prefect import flow, get_run_logger
 
 from flows.common import failed, iteration_run_name, resolve, train_run_name, unwrap
 from spell.config import SpellConfig, dump_config
-from spell.corpus import Corpus, corpus_from_qa, drop_long_documents, load_corpus, require_usable
+from spell.data.clusters import Corpus
+from spell.data.corpus import corpus_from_qa, drop_long_documents, load_corpus, require_usable
 from spell.errors import SpellError
 from storage.io import read_rows, to_table, write_rows, write_text
 from storage.layout import Manifest, RunLayout

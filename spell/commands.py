@@ -270,7 +270,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_corpus(args: argparse.Namespace) -> int:
-    from spell.corpus_build import BuildSettings, build_corpus
+    from spell.data.build import BuildSettings, build_corpus
 
     s = BuildSettings(
         target_size=args.target_size,

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from spell.config import SpellConfig
-from spell.corpus import Corpus
+from spell.data.clusters import Corpus
 from spell.guards import GuardSwitches, question_guard, response_guard
 from spell.history import HistoryMemory
 from spell.rewards import majority_vote

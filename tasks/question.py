@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import task
 
-from spell.corpus import Corpus
+from spell.data.clusters import Corpus
 from spell.guards import guard_counts
 from spell.stages import question_rows, static_question_rows
 from spell.vocab import QUESTION_GUARDS

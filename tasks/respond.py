@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import task
 
-from spell.corpus import Corpus
+from spell.data.clusters import Corpus
 from spell.guards import GuardSwitches
 from spell.stages import grounded_questions, grounding_requests, grounding_rows, responder_requests, response_rows
 from storage.io import read_rows, write_rows

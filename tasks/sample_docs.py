@@ -11,7 +11,7 @@ from typing import Any
 
 from prefect import task
 
-from spell.corpus import Corpus
+from spell.data.clusters import Corpus
 from spell.history import HistoryMemory
 from spell.sampling import TaskSampler
 from spell.stages import sample_prompts, static_prompts

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from spell.config import load_config
-from spell.corpus import load_corpus
+from spell.data.corpus import load_corpus
 from spell.history import HistoryEntry, HistoryMemory
 from storage.layout import RunLayout
 

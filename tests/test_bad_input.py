@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from spell.corpus import synthetic_rows
+from spell.data.synthetic import synthetic_rows
 from storage.views import open_history
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -61,7 +61,7 @@ def test_bad_rows_skipped_recorded_and_the_run_continues(prefect_api, ray_local,
 
 def test_too_few_good_rows_stop_with_a_clear_message(prefect_api, ray_local, tmp_path):
     from flows.iteration import spell_iteration
-    from spell.corpus import CorpusError
+    from spell.data.clusters import CorpusError
 
     corpus = _write(tmp_path / "corpus.jsonl", synthetic_rows(clusters_per_task=1) + bad_rows(), garbage=5)
     ov = [f"run.runs_dir={tmp_path / 'runs'}", f"data.corpus={corpus}"]

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from spell.corpus import CorpusError, load_corpus
+from spell.data.clusters import CorpusError
+from spell.data.corpus import load_corpus
 
 
 def test_bad_rows_are_rejected_with_reasons(tmp_path):
@@ -55,7 +56,7 @@ def _corpus(tmp_path, rows):
 
 
 def test_long_documents_are_dropped_and_thin_clusters_rejected(tmp_path):
-    from spell.corpus import drop_long_documents
+    from spell.data.corpus import drop_long_documents
 
     corpus = _corpus(
         tmp_path,
@@ -81,7 +82,7 @@ def test_long_documents_are_dropped_and_thin_clusters_rejected(tmp_path):
 
 
 def test_enough_good_rows_continue_too_few_stop(tmp_path):
-    from spell.corpus import require_usable
+    from spell.data.corpus import require_usable
 
     tasks = ["doc_mc", "doc_general_qa"]
     good = [{"cluster_id": f"g{i}", "task": t, "documents": ["a", "b"]} for i, t in enumerate(tasks)]

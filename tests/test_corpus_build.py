@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from spell.corpus import load_corpus
-from spell.corpus_build import BuildSettings, build_corpus, cluster, dedup
+from spell.data.build import BuildSettings, build_corpus, cluster, dedup
+from spell.data.corpus import load_corpus
 
 WORDS = [
     "river",

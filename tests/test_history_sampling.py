@@ -147,7 +147,7 @@ def test_batch_is_task_balanced_when_a_round_yields_more_than_enough_groups():
     +-16 (3.6 std); without the shuffle the last task got 0."""
     from spell.batch import ResponderGroup, usable_groups
     from spell.config import SpellConfig
-    from spell.corpus import Cluster, Corpus
+    from spell.data.corpus import Cluster, Corpus
     from spell.stages import sample_prompts
     from spell.vocab import TASKS
 

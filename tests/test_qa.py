@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from spell.qa import load_labelled_qa
+from spell.data.qa import load_labelled_qa
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from spell.corpus import synthetic_rows
+from spell.data.synthetic import synthetic_rows
 from storage.layout import Manifest, RunLayout
 from storage.views import open_history
 from tests.procs import short_tmp

