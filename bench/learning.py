@@ -65,6 +65,7 @@ def evaluate(model_path: str, cfg, sets: list[tuple[str, str, list]]) -> dict[st
 def held_out_sets(files: list[str], limit: int) -> list[tuple[str, str, list]]:
     from spell.data.qa import load_labelled_qa
     from spell.eval.benchmarks import EvalItem
+    from spell.vocab import DOCMATH
 
     sets = []
     for f in files:
@@ -72,7 +73,7 @@ def held_out_sets(files: list[str], limit: int) -> list[tuple[str, str, list]]:
             print(f"skipping {f}: not found (the shared data folder is absent on this machine)")
             continue
         qa = load_labelled_qa(f, limit=limit)
-        bench = "docmath" if qa and qa[0].task == "docmath_qa" else "hotpotqa"
+        bench = "docmath" if qa and qa[0].task == DOCMATH else "hotpotqa"
         items = [EvalItem(x.qa_id, bench, "\n".join(x.documents), x.question, None, x.golds) for x in qa]
         sets.append((Path(f).stem, bench, items))
     return sets

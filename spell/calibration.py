@@ -12,16 +12,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-EXACT_TASKS = ("doc_mc", "docmath_qa")
+from spell import task_types
 
 
 def decisive_label(task: str, prediction: str | None, rule: float) -> int | None:
-    """1 or 0 where the rule check settles the answer without a judge, else None."""
+    """1 or 0 where the rule check settles the answer without a judge, else None (the task type decides:
+    a general-QA miss may be a paraphrase, a wrong letter or number is wrong)."""
     if prediction is None:
         return None
-    if task in EXACT_TASKS:
-        return int(rule >= 0.5)
-    return 1 if rule >= 0.5 else None  # a general-QA miss may be a paraphrase: not decisive
+    return task_types.get(task).decisive_label(prediction, rule)
 
 
 @dataclass(frozen=True)

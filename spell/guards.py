@@ -13,9 +13,11 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from spell import task_types
 from spell.roles import prompts
-from spell.rules import PLACEHOLDER, parse_number
-from spell.text import normalize_answer
+from spell.rules import PLACEHOLDER, numbers_in
+from spell.task_types.base import GuardInput
+from spell.text import contains_words, normalize_answer
 from spell.vocab import GUARDS, QUESTION_GUARDS
 
 _QUESTION_WORDS = frozenset(
@@ -63,7 +65,6 @@ _QUESTION_WORDS = frozenset(
         "to",
     ]
 )
-_NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?|[-+]?\.\d+")
 COPIED_MIN_WORDS = 6  # a question whose first this-many-plus words occur verbatim in the documents is a copy
 
 
@@ -72,10 +73,10 @@ def _template_examples() -> tuple[frozenset[str], frozenset[float]]:
     in the template text (a model that copies them games the format, not the task)."""
     texts: set[str] = set()
     numbers: set[float] = set()
-    for task in ("doc_general_qa", "doc_mc", "docmath_qa"):
+    for task in task_types.names():
         for hist in (False, True):
             tpl = prompts.questioner_template(task, hist).replace("{{", "{").replace("}}", "}")
-            numbers.update(v for m in _NUMBER.findall(tpl) if (v := parse_number(m)) is not None)
+            numbers.update(numbers_in(tpl))
             for block in re.findall(r"```json\n(.*?)\n```", tpl, re.S):
                 obj = json.loads(block.replace("{target_letter}", "A"))
                 texts.update(normalize_answer(str(v)) for v in _leaves(obj))
@@ -105,19 +106,6 @@ class GuardSwitches:
         return name in self.enabled
 
 
-def _contains(haystack: str, needle: str) -> bool:
-    """Whole-word containment of normalised text."""
-    return bool(needle) and f" {needle} " in f" {haystack} "
-
-
-def _numbers(text: str) -> list[float]:
-    return [v for m in _NUMBER.findall(text) if (v := parse_number(m.replace(",", ""))) is not None]
-
-
-def _same_number(a: float, b: float) -> bool:
-    return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
-
-
 def question_guard(
     task: str,
     question: str,
@@ -126,86 +114,43 @@ def question_guard(
     documents: Sequence[str],
     switches: GuardSwitches,
 ) -> str | None:
-    """The first guard a parsed proposal trips, as `guard <name>: <why>`, or None when it passes."""
+    """The first guard a parsed proposal trips, as `guard <name>: <why>`, or None when it passes. The
+    task-blind guards are here; the others are the task type's own (`TaskType.guards`)."""
+    tt = task_types.get(task)
+    own = tt.guards()
+    g = GuardInput(question, answer, options, documents, TEMPLATE_TEXTS, TEMPLATE_NUMBERS, tt.answer_is_letter)
     for name in QUESTION_GUARDS:
-        if switches.on(name) and (why := _CHECKS[name](task, question, answer, options, documents)):
+        check = own.get(name) or _TASK_BLIND.get(name)
+        if check is not None and switches.on(name) and (why := check(g)):
             return f"guard {name}: {why}"
     return None
 
 
-def _template_answer(task: str, question: str, answer: str, options, documents) -> str | None:
-    a, q = normalize_answer(answer), normalize_answer(question)
-    if task != "doc_mc" and a in TEMPLATE_TEXTS:
-        return f"answer {answer[:40]!r} is the prompt template's example"
-    if q in TEMPLATE_TEXTS:
+def _template_answer(g: GuardInput) -> str | None:
+    a, q = normalize_answer(g.answer), normalize_answer(g.question)
+    if not g.answer_is_letter and a in g.template_texts:
+        return f"answer {g.answer[:40]!r} is the prompt template's example"
+    if q in g.template_texts:
         return "question is the prompt template's placeholder"
-    if options and any(normalize_answer(o) in TEMPLATE_TEXTS for o in options.values()):
+    if g.options and any(normalize_answer(o) in g.template_texts for o in g.options.values()):
         return "an option is the prompt template's placeholder"
     return None
 
 
-def _not_a_question(task: str, question: str, answer: str, options, documents) -> str | None:
-    words = normalize_answer(question).split()
-    if "?" not in question and (not words or words[0] not in _QUESTION_WORDS):
-        return f"{question[:50]!r} is not a question (no '?', no question word)"
-    words = normalize_answer(question.rstrip("?")).split()
-    docs = normalize_answer(" ".join(documents))
+def _not_a_question(g: GuardInput) -> str | None:
+    words = normalize_answer(g.question).split()
+    if "?" not in g.question and (not words or words[0] not in _QUESTION_WORDS):
+        return f"{g.question[:50]!r} is not a question (no '?', no question word)"
+    words = normalize_answer(g.question.rstrip("?")).split()
+    docs = normalize_answer(" ".join(g.documents))
     # the head as written, and after a leading question word (a sentence copied behind "What ...")
     for head in (words[: COPIED_MIN_WORDS * 2], words[1 : 1 + COPIED_MIN_WORDS * 2]):
-        if len(head) >= COPIED_MIN_WORDS and _contains(docs, " ".join(head)):
+        if len(head) >= COPIED_MIN_WORDS and contains_words(docs, " ".join(head)):
             return "question copies a sentence of the documents"
     return None
 
 
-def _answer_not_in_docs(task: str, question: str, answer: str, options, documents) -> str | None:
-    if task != "doc_general_qa":
-        return None
-    if not _contains(normalize_answer(" ".join(documents)), normalize_answer(answer)):
-        return f"answer {answer[:40]!r} occurs in none of the shown documents"
-    return None
-
-
-def _template_number(task: str, question: str, answer: str, options, documents) -> str | None:
-    if task != "docmath_qa" or (value := parse_number(answer)) is None:
-        return None
-    if not any(_same_number(value, t) for t in TEMPLATE_NUMBERS):
-        return None
-    if any(_same_number(value, d) for d in _numbers(" ".join(documents))):
-        return None
-    return f"answer {answer!r} occurs in the prompt template but in none of the documents"
-
-
-def _mc_options(task: str, question: str, answer: str, options, documents) -> str | None:
-    if task != "doc_mc":
-        return None
-    if not options or answer not in options or not normalize_answer(options[answer]):
-        return f"options do not contain the answer letter {answer!r}"
-    texts = [normalize_answer(o) for o in options.values()]
-    if len(set(texts)) < len(texts):
-        return "two options are the same"
-    return None
-
-
-def _answer_in_question(task: str, question: str, answer: str, options, documents) -> str | None:
-    q = normalize_answer(question)
-    if task == "doc_mc":
-        correct = normalize_answer((options or {}).get(answer, ""))
-        return "question contains its correct option" if len(correct.split()) >= 2 and _contains(q, correct) else None
-    if task == "docmath_qa":
-        value = parse_number(answer)
-        hit = value is not None and any(_same_number(value, n) for n in _numbers(question))
-        return f"question contains its answer {answer!r}" if hit else None
-    return f"question contains its answer {answer[:40]!r}" if _contains(q, normalize_answer(answer)) else None
-
-
-_CHECKS = {
-    "template_answer": _template_answer,
-    "not_a_question": _not_a_question,
-    "answer_not_in_docs": _answer_not_in_docs,
-    "template_number": _template_number,
-    "mc_options": _mc_options,
-    "answer_in_question": _answer_in_question,
-}
+_TASK_BLIND = {"template_answer": _template_answer, "not_a_question": _not_a_question}
 
 
 def response_guard(text: str | None, switches: GuardSwitches) -> str | None:

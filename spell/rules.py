@@ -1,7 +1,7 @@
 """Rule checks: answer extraction from responses and the rule-based responder reward R_rule.
 
 One implementation of each rule, used by training rewards and by evaluation alike (spec Part A,
-'responder reward'; Part B §3.1):
+'responder reward'; Part B §3.1); each task type (spell.task_types) picks its own:
 
 - general QA: cover exact match (CEM, strict): the normalised gold is contained in the normalised prediction;
 - DocMath: numeric match with 0.15% relative tolerance, forgiving x100/x1e3/x1e6/x1e9 scale slips;
@@ -125,15 +125,6 @@ def extract_mc_answer(text: str | None) -> str | None:
     return None
 
 
-def extract_answer(text: str | None, task: str) -> str | None:
-    """The parsed prediction of a response for a task, or None when it cannot be parsed."""
-    if task == "docmath_qa":
-        return extract_docmath_answer(text)
-    if task == "doc_mc":
-        return extract_mc_answer(text)
-    return extract_qa_answer(text)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Numbers
 
@@ -225,6 +216,18 @@ def parse_number(value: object) -> float | None:
     return v if math.isfinite(v) else None
 
 
+_LOOSE_NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?|[-+]?\.\d+")
+
+
+def numbers_in(text: str) -> list[float]:
+    """Every number written in a text ('1,200' is one number)."""
+    return [v for m in _LOOSE_NUMBER.findall(text) if (v := parse_number(m.replace(",", ""))) is not None]
+
+
+def same_number(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+
+
 def _round_up_3(x: float) -> Decimal | None:
     try:
         return Decimal(repr(abs(x))).quantize(Decimal("0.001"), rounding=ROUND_UP)
@@ -272,14 +275,3 @@ def cover_exact_match(prediction: str | None, golds: str | Iterable[str]) -> flo
 
 def mc_match(prediction: str | None, gold: str | None) -> float:
     return 1.0 if prediction is not None and gold is not None and prediction.strip() == gold.strip() else 0.0
-
-
-def rule_score(task: str, prediction: str | None, reference: str | None) -> float:
-    """R_rule for a parsed prediction against the questioner's parsed reference (0.0 or 1.0)."""
-    if prediction is None or reference is None:
-        return 0.0
-    if task == "docmath_qa":
-        return 1.0 if docmath_match(prediction, reference) else 0.0
-    if task == "doc_mc":
-        return mc_match(prediction, reference)
-    return cover_exact_match(prediction, reference)

@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from spell import task_types
 from spell.config import SpellConfig
 from spell.data.clusters import Corpus
 from spell.guards import GuardSwitches, question_guard, response_guard
@@ -21,7 +22,6 @@ from spell.history import HistoryMemory
 from spell.rewards import majority_vote
 from spell.roles import questioner, responder, verifier
 from spell.roles.questioner import HistoryExample
-from spell.rules import rule_score
 from spell.sampling import TaskSampler
 
 Row = dict[str, Any]
@@ -52,7 +52,7 @@ def sample_prompts(
         docs = corpus.clusters[cid].documents
         mem = memory if cfg.history.enabled else HistoryMemory()
         ctx = mem.context(task, cid, len(docs), cfg.data.docs_per_visit, rng)
-        letter = questioner.draw_target_letter(rng) if task == "doc_mc" else None
+        letter = task_types.get(task).draw_target_letter(rng)
         shown = [docs[i] for i in ctx.doc_indices]
         examples = [HistoryExample(e.question, e.answer) for e in ctx.examples]
         rows.append(
@@ -205,7 +205,7 @@ def grounding_rows(requests: Sequence[tuple[Row, str]], rollouts: Sequence[Row])
                     "sample": j,
                     "text": c["text"],
                     "prediction": pred,
-                    "rule_score": rule_score(q["task"], pred, q["answer"]),
+                    "rule_score": task_types.rule_score(q["task"], pred, q["answer"]),
                     "finish_reason": c["finish_reason"],
                 }
             )
@@ -251,7 +251,7 @@ def response_rows(
                     "sample": j,
                     "text": c["text"],
                     "prediction": pred,
-                    "rule_score": rule_score(q["task"], pred, q["answer"]),
+                    "rule_score": task_types.rule_score(q["task"], pred, q["answer"]),
                     "status": status,
                     "reason": why or "",
                     **_token_cols(ro["prompt_ids"], c),

@@ -93,3 +93,8 @@ def normalize_answer(text: str | None) -> str:
 def count_words(text: str) -> int:
     """Fallback token count (whitespace words) where no tokenizer is at hand."""
     return len(text.split())
+
+
+def contains_words(haystack: str, needle: str) -> bool:
+    """Whole-word containment of normalised text (both sides already `normalize_answer`ed)."""
+    return bool(needle) and f" {needle} " in f" {haystack} "

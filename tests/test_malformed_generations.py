@@ -5,7 +5,7 @@ import time
 import pytest
 
 from spell.roles import questioner, responder, verifier
-from spell.vocab import TASKS
+from spell.vocab import QUESTION_STATUSES, TASKS
 
 FENCE = "```"
 MALFORMED = {
@@ -37,7 +37,7 @@ def test_questioner_statuses(name):
     for task in TASKS:
         start = time.process_time()
         p = questioner.parse(task, text)
-        assert p.status in questioner.STATUSES
+        assert p.status in QUESTION_STATUSES
         assert time.process_time() - start < 20, f"{name}: parser too slow on {task}"  # guards a quadratic blow-up
         if name in ("empty", "whitespace", "none", "deep_nesting", "deep_nesting_object", "json_not_object"):
             assert p.status == "bad_format", (name, p)

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from spell.roles import prompts, questioner, responder, verifier
 from spell.roles.questioner import HistoryExample
+from spell.task_types import multiple_choice
+from spell.vocab import QUESTION_STATUSES
 
 TASKS = ("doc_general_qa", "doc_mc", "docmath_qa")
 DOCS = ["Doc one says the bridge opened in 1932.", "Doc two: it cost $4 million."]
@@ -45,7 +47,7 @@ def test_questioner_prompt_json_examples_are_valid_json(task, with_history):
 def test_mc_target_letter_is_uniform():
     """Part A 'MC answer letter': drawn uniformly from A-D."""
     rng = random.Random(0)
-    counts = Counter(questioner.draw_target_letter(rng) for _ in range(4000))
+    counts = Counter(multiple_choice.draw_target_letter(rng) for _ in range(4000))
     assert set(counts) == {"A", "B", "C", "D"}
     assert all(900 < c < 1100 for c in counts.values())
     with pytest.raises(ValueError):
@@ -132,7 +134,7 @@ class TestQuestionerParser:
     @given(st.text(), st.sampled_from(TASKS))
     def test_never_raises(self, text, task):
         p = questioner.parse(task, text)
-        assert p.status in questioner.STATUSES
+        assert p.status in QUESTION_STATUSES
 
 
 def test_responder_prompts():

@@ -5,13 +5,12 @@ import pytest
 from spell.rules import (
     cover_exact_match,
     docmath_match,
-    extract_answer,
     extract_docmath_answer,
     extract_mc_answer,
     extract_qa_answer,
     parse_number,
-    rule_score,
 )
+from spell.task_types import extract_answer, rule_score
 from spell.text import last_json_object, normalize_answer, strip_reasoning
 
 

@@ -49,9 +49,12 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _check_weights(self) -> DataConfig:
-        unknown = sorted(set(self.task_weights) - set(TASKS))
+        from spell import task_types  # the registry: a task type is a module, not a config entry
+
+        known = task_types.names()
+        unknown = sorted(set(self.task_weights) - set(known))
         if unknown:
-            raise ValueError(f"task_weights has unknown task(s) {unknown}; known tasks are {list(TASKS)}")
+            raise ValueError(f"task_weights has unknown task(s) {unknown}; known tasks are {list(known)}")
         if any(w < 0 for w in self.task_weights.values()):
             raise ValueError("task_weights must be >= 0")
         if sum(self.task_weights.values()) <= 0:

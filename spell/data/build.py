@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from spell.data.clusters import BUILTIN_WIKI, Cluster, write_corpus
-from spell.vocab import TASKS
+from spell.vocab import DOCMATH, GENERAL_QA, MULTIPLE_CHOICE, TASKS
 
 
 @dataclass
@@ -266,19 +266,19 @@ def assign_tasks(clusters: list[list[str]], s: BuildSettings) -> list[str]:
     total = sum(w.values())
     n = len(clusters)
     counts = {t: round(n * w[t] / total) for t in TASKS}
-    counts["doc_general_qa"] += n - sum(counts.values())
+    counts[GENERAL_QA] += n - sum(counts.values())
     density = [
         sum(len(re.findall(r"\d+(?:[.,]\d+)?", d)) for d in docs) / max(sum(len(d) for d in docs), 1)
         for docs in clusters
     ]
     order = sorted(range(n), key=lambda i: -density[i])
     tasks = [""] * n
-    for i in order[: counts["docmath_qa"]]:
-        tasks[i] = "docmath_qa"
+    for i in order[: counts[DOCMATH]]:
+        tasks[i] = DOCMATH
     rest = [i for i in range(n) if not tasks[i]]
     random.Random(s.seed).shuffle(rest)
     for j, i in enumerate(rest):
-        tasks[i] = "doc_mc" if j < counts["doc_mc"] else "doc_general_qa"
+        tasks[i] = MULTIPLE_CHOICE if j < counts[MULTIPLE_CHOICE] else GENERAL_QA
     return tasks
 
 

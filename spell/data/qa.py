@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spell.vocab import DOCMATH, GENERAL_QA
+
 
 @dataclass(frozen=True)
 class LabelledQA:
@@ -25,7 +27,7 @@ class LabelledQA:
 
 def _hotpot(row: dict[str, Any]) -> list[LabelledQA]:
     docs = tuple(f"{title}\n{''.join(sents)}".strip() for title, sents in row["context"])
-    return [LabelledQA(str(row["_id"]), "doc_general_qa", docs, row["question"], (str(row["answer"]),))]
+    return [LabelledQA(str(row["_id"]), GENERAL_QA, docs, row["question"], (str(row["answer"]),))]
 
 
 def _musique(row: dict[str, Any]) -> list[LabelledQA]:
@@ -33,7 +35,7 @@ def _musique(row: dict[str, Any]) -> list[LabelledQA]:
         return []
     docs = tuple(f"{p['title']}\n{p['paragraph_text']}" for p in row["paragraphs"])
     golds = (str(row["answer"]), *[str(a) for a in row.get("answer_aliases") or []])
-    return [LabelledQA(str(row["id"]), "doc_general_qa", docs, row["question"], golds)]
+    return [LabelledQA(str(row["id"]), GENERAL_QA, docs, row["question"], golds)]
 
 
 def _table_text(table: list[list[str]]) -> str:
@@ -52,7 +54,7 @@ def _tatqa(row: dict[str, Any]) -> list[LabelledQA]:
         ans = q["answer"]
         if isinstance(ans, list) or ans in ("", None):
             continue
-        out.append(LabelledQA(str(q["uid"]), "docmath_qa", docs, q["question"], (str(ans),)))
+        out.append(LabelledQA(str(q["uid"]), DOCMATH, docs, q["question"], (str(ans),)))
     return out
 
 
@@ -60,9 +62,7 @@ def _generic(row: dict[str, Any], i: int) -> list[LabelledQA]:
     ans = row["answer"]
     golds = tuple(str(a) for a in ans) if isinstance(ans, list) else (str(ans),)
     return [
-        LabelledQA(
-            str(row.get("id", i)), row.get("task", "doc_general_qa"), tuple(row["documents"]), row["question"], golds
-        )
+        LabelledQA(str(row.get("id", i)), row.get("task", GENERAL_QA), tuple(row["documents"]), row["question"], golds)
     ]
 
 

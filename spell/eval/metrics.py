@@ -1,4 +1,4 @@
-"""Public evaluation metrics. Training rewards use the same rule implementations (spell.rules).
+"""Public evaluation metrics. Training rewards use the same rule implementations (spell.rules, picked per task type).
 
 from spell.eval.metrics import cover_exact_match, qa_f1, pass_at_k
 """
@@ -11,8 +11,9 @@ from math import comb
 
 from spell.roles.verifier import parse_vote
 from spell.rules import cover_exact_match, docmath_match, extract_mc_answer
-from spell.rules import extract_answer as _extract_for_role
+from spell.task_types import extract_answer as _extract_for_role
 from spell.text import normalize_answer
+from spell.vocab import DOCMATH, GENERAL_QA, MULTIPLE_CHOICE
 
 __all__ = [
     "cover_exact_match",
@@ -27,12 +28,12 @@ __all__ = [
 
 # benchmark -> the training task whose answer format it uses
 BENCHMARK_TASK = {
-    "docmath": "docmath_qa",
-    "frames": "doc_general_qa",
-    "hotpotqa": "doc_general_qa",
-    "2wikimqa": "doc_general_qa",
-    "musique": "doc_general_qa",
-    "longbench-v2": "doc_mc",
+    "docmath": DOCMATH,
+    "frames": GENERAL_QA,
+    "hotpotqa": GENERAL_QA,
+    "2wikimqa": GENERAL_QA,
+    "musique": GENERAL_QA,
+    "longbench-v2": MULTIPLE_CHOICE,
 }
 
 

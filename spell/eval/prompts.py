@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+from spell import task_types
 from spell.eval.benchmarks import EvalItem
-from spell.roles import prompts
+from spell.vocab import DOCMATH, GENERAL_QA, MULTIPLE_CHOICE
 
 
 def item_prompt(item: EvalItem) -> str:
     """DocMath template for docmath, general QA for Frames and LongBench QA, MC for LongBench-v2."""
-    if item.benchmark == "docmath":
-        return prompts.RESPONDER_MATH.format(context=item.context, question=item.question)
-    if item.choices:
-        block = prompts.MC_QUESTION_BLOCK.format(question=item.question, **item.choices)
-        return prompts.RESPONDER_MC.format(context=item.context, question=block)
-    return prompts.RESPONDER_QA.format(context=item.context, question=item.question)
+    task = DOCMATH if item.benchmark == "docmath" else MULTIPLE_CHOICE if item.choices else GENERAL_QA
+    tt = task_types.get(task)
+    return tt.responder_template.format(
+        context=item.context, question=tt.responder_question(item.question, item.choices)
+    )
 
 
 def middle_truncate(ids: list[int], max_tokens: int) -> list[int]:

@@ -1,0 +1,86 @@
+"""General QA (`doc_general_qa`): a short factual answer over several documents, scored by cover exact match
+(paper §3.1; spec Part A 'responder reward', 'Also binding': no boxed fallback)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from spell.rules import cover_exact_match, extract_qa_answer
+from spell.task_types.base import GuardCheck, GuardInput, ProposedAnswer, TaskType
+from spell.text import contains_words, normalize_answer
+
+QA_PRINCIPLES = """## Design Principles
+- Write in English. Do not refer to documents by position ("Article 1", "the second text").
+- The question has one unambiguous, factual answer that the documents support.
+- Make it multi-hop: the answer must need facts from several of the provided documents, so that no single
+  document answers it.
+- Start with What, Which, Who, How, Where or When, and link the constraints with connectors.
+- The answer is a short phrase (a name, a date, a number, a term): never more than 20 words."""
+
+QA_FORMAT = """## Output Format
+First reason step by step: name the facts you combine and the document each comes from, and derive the answer.
+Then end your reply with exactly one JSON object in a ```json fenced block, and nothing after it:
+```json
+{"question": "<your question>", "answer": "<the short, exact answer>"}
+```"""
+
+RESPONDER_QA = """Please read the following text and answer the question below.
+
+<text>
+{context}
+</text>
+
+Question: {question}
+
+Format your response as follows: "The correct answer is (insert answer here)." """
+
+
+def _text_field(obj: dict[str, Any], key: str) -> str | None:
+    value = obj.get(key)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def answer_not_in_docs(g: GuardInput) -> str | None:
+    if not contains_words(normalize_answer(" ".join(g.documents)), normalize_answer(g.answer)):
+        return f"answer {g.answer[:40]!r} occurs in none of the shown documents"
+    return None
+
+
+def answer_in_question(g: GuardInput) -> str | None:
+    hit = contains_words(normalize_answer(g.question), normalize_answer(g.answer))
+    return f"question contains its answer {g.answer[:40]!r}" if hit else None
+
+
+class GeneralQA(TaskType):
+    name = "doc_general_qa"
+    questioner_intro = "You are an expert in document analysis, building a benchmark of hard reading questions."
+    principles = QA_PRINCIPLES
+    output_format = QA_FORMAT
+    responder_template = RESPONDER_QA
+    question_opening = "What"
+
+    def read_answer(self, obj: dict[str, Any], count_tokens: Callable[[str], int], max_tokens: int) -> ProposedAnswer:
+        answer = _text_field(obj, "answer")
+        if answer is None:
+            return ProposedAnswer("bad_format", "missing or empty 'answer'")
+        n = count_tokens(answer)
+        if n > max_tokens:
+            return ProposedAnswer("invalid", f"answer has {n} tokens (> {max_tokens})")
+        return ProposedAnswer("ok", answer=answer)
+
+    def extract(self, text: str | None) -> str | None:
+        return extract_qa_answer(text)
+
+    def rule_score(self, prediction: str, reference: str) -> float:
+        return cover_exact_match(prediction, reference)
+
+    def guards(self) -> Mapping[str, GuardCheck]:
+        return {"answer_not_in_docs": answer_not_in_docs, "answer_in_question": answer_in_question}
+
+
+TASK_TYPE = GeneralQA()
