@@ -27,19 +27,19 @@ def main() -> None:
     from _common import machine
 
     from flows.iteration import spell_iteration
-    from tasks.common import _HANDLES, call
+    from tasks.actor import HANDLES, call
 
     runs = tempfile.mkdtemp(prefix="spell-overhead-")
     ov = [f"run.runs_dir={runs}", *args.set]
     spell_iteration(run="bench", config=args.config, overrides=ov, iteration=1)  # Prefect, Ray, actor start-up
     rows = []
     for k in range(2, args.iterations + 2):
-        before = {n: call(h, "info")["busy_seconds"] for n, h in _HANDLES.items()}
+        before = {n: call(h, "info")["busy_seconds"] for n, h in HANDLES.items()}
         t = time.perf_counter()
         spell_iteration(run="bench", config=args.config, overrides=ov, iteration=k)
         wall = time.perf_counter() - t
         busy = 0.0
-        for n, h in _HANDLES.items():
+        for n, h in HANDLES.items():
             now = call(h, "info")["busy_seconds"]
             prev = before.get(n, {"generate": 0.0, "train": 0.0})
             busy += (now["generate"] - prev["generate"]) + (now["train"] - prev["train"])

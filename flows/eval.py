@@ -73,9 +73,9 @@ def eval_benchmark(cfg: SpellConfig, model: str, benchmark: str, out_dir: Path, 
 
 def _progress_lines() -> Any:
     """Progress lines into the flow-run log inside Prefect (a bar on a terminal otherwise)."""
-    from tasks.common import _in_prefect_run, stage_logger
+    from tasks.artifacts import in_prefect_run, stage_logger
 
-    return stage_logger().info if _in_prefect_run() else None
+    return stage_logger().info if in_prefect_run() else None
 
 
 def check_benchmarks(names: list[str], data_dir: str) -> None:

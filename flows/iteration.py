@@ -26,13 +26,15 @@ from spell.errors import SpellError
 from storage.io import read_rows, to_table, write_rows, write_text
 from storage.layout import Manifest, RunLayout
 from storage.summary import iteration_metrics
+from tasks.artifacts import publish_summary
 from tasks.checkpoint import checkpoint
-from tasks.common import StageContext, publish_summary
+from tasks.context import StageContext
 from tasks.grpo_step import grpo_step
 from tasks.question import question
 from tasks.respond import respond
-from tasks.reward import reward, select_batch
+from tasks.reward import reward
 from tasks.sample_docs import sample_docs
+from tasks.select_batch import select_batch
 from tasks.verify import verify
 
 
@@ -166,7 +168,7 @@ def _busy(ctx: StageContext) -> dict[str, float]:
 
 def _policy_info(ctx: StageContext) -> dict[str, Any]:
     """The actor's counters, and when and where it was built (two flow runs served by one warm actor share it)."""
-    from tasks.common import call, policy
+    from tasks.actor import call, policy
 
     info = call(policy(ctx), "info")
     return {k: info[k] for k in ("pid", "started_at", "busy_seconds", "learner_steps", "trained_iteration")}
@@ -179,7 +181,7 @@ def load_checked_corpus(ctx: StageContext) -> Corpus:
     if cfg.run.mode == "rlvr":
         return corpus_from_qa(cfg.data.qa_file)
     corpus = load_corpus(cfg.data.corpus, seed=cfg.run.seed, cache_dir=Path(cfg.run.runs_dir) / ".corpus")
-    from tasks.common import call, policy
+    from tasks.actor import call, policy
 
     corpus = drop_long_documents(
         corpus, cfg.responder.max_prompt_tokens, lambda texts: call(policy(ctx), "count_tokens", texts)

@@ -7,8 +7,10 @@ from typing import Any
 from prefect import task
 
 from spell.config import dump_config
-from tasks.common import StageContext, call, policy, run_stage
+from tasks.actor import call, policy
+from tasks.context import StageContext
 from tasks.grpo_step import apply_step, has_step
+from tasks.runner import run_stage
 
 
 @task(name="checkpoint", task_run_name="checkpoint-i{ctx.iteration}")

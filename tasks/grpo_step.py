@@ -9,7 +9,9 @@ from prefect import task
 
 from storage.io import read_rows, write_rows
 from storage.schemas import SCHEMAS
-from tasks.common import StageContext, call, policy, run_stage
+from tasks.actor import call, policy
+from tasks.context import StageContext
+from tasks.runner import run_stage
 
 METRIC_KEYS = tuple(f.name for f in SCHEMAS["train_metrics"] if f.type == pa.float64())
 

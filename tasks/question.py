@@ -8,10 +8,13 @@ from prefect import task
 
 from spell.data.clusters import Corpus
 from spell.guards import guard_counts
-from spell.stages import question_rows, static_question_rows
+from spell.stages.question import question_rows, static_question_rows
 from spell.vocab import QUESTION_GUARDS
 from storage.io import read_rows, write_rows
-from tasks.common import StageContext, call, policy, prefills, prompt_chunk, rollout, run_stage, sampling
+from tasks.actor import call, generate, policy, prompt_chunk
+from tasks.context import StageContext
+from tasks.runner import run_stage
+from tasks.sampling import prefills, sampling
 
 
 @task(name="question", task_run_name="question-i{ctx.iteration}-r{rnd}", retries=2, retry_delay_seconds=5)
@@ -26,7 +29,7 @@ def question(ctx: StageContext, rnd: int, corpus: Corpus | None = None) -> dict[
             write_rows(out, "questions", rows)
             return {"path": str(out), "rows": len(rows), "status_ok": len(rows)}
         actor = policy(ctx)
-        rollouts = rollout(
+        rollouts = generate(
             actor,
             [p["prompt"] for p in prompts],
             sampling(ctx, 1, "question", rnd),

@@ -8,9 +8,18 @@ from prefect import task
 
 from spell.data.clusters import Corpus
 from spell.guards import GuardSwitches
-from spell.stages import grounded_questions, grounding_requests, grounding_rows, responder_requests, response_rows
+from spell.stages.respond import (
+    grounded_questions,
+    grounding_requests,
+    grounding_rows,
+    responder_requests,
+    response_rows,
+)
 from storage.io import read_rows, write_rows
-from tasks.common import StageContext, policy, prefills, prompt_chunk, rollout, run_stage, sampling
+from tasks.actor import generate, policy, prompt_chunk
+from tasks.context import StageContext
+from tasks.runner import run_stage
+from tasks.sampling import prefills, sampling
 
 
 @task(name="respond", task_run_name="respond-i{ctx.iteration}-r{rnd}", retries=2, retry_delay_seconds=5)
@@ -26,7 +35,7 @@ def respond(ctx: StageContext, rnd: int, corpus: Corpus) -> dict[str, Any]:
         if cfg.grounding.enabled:
             reqs = grounding_requests(questions)
             if reqs:
-                ro = rollout(
+                ro = generate(
                     actor,
                     [p for _, p in reqs],
                     sampling(ctx, cfg.grounding.samples, "grounding", rnd),
@@ -42,7 +51,7 @@ def respond(ctx: StageContext, rnd: int, corpus: Corpus) -> dict[str, Any]:
         rows: list[dict[str, Any]] = []
         too_long = 0
         if reqs:
-            ro = rollout(
+            ro = generate(
                 actor,
                 [p for _, p in reqs],
                 sampling(ctx, cfg.responder.group_size, "respond", rnd),

@@ -1,15 +1,16 @@
-"""Stage 5, reward: role rewards per round, then the training batch over all rounds with advantages."""
+"""Stage 5, reward: role rewards per round, case types, and the round's verifier calibration."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from prefect import task
 
-from spell.stage_rewards import batch_rows, reward_rows, round_calibration, usable_group_count
+from spell.stages.reward import reward_rows, round_calibration, usable_group_count
 from storage.io import read_rows, write_rows
-from tasks.common import StageContext, log, run_stage
+from tasks.artifacts import log
+from tasks.context import StageContext
+from tasks.runner import run_stage
 
 
 @task(name="reward", task_run_name="reward-i{ctx.iteration}-r{rnd}")
@@ -51,32 +52,3 @@ def reward(ctx: StageContext, rnd: int) -> dict[str, Any]:
         }
 
     return run_stage(ctx, f"reward_r{rnd:02d}", srcs, [out, out_cal], compute)
-
-
-@task(name="select-batch", task_run_name="select-batch-i{ctx.iteration}")
-def select_batch(ctx: StageContext, rounds: int) -> dict[str, Any]:
-    srcs = [ctx.file(k, r) for r in range(1, rounds + 1) for k in ("rewards", "questions", "responses", "verdicts")]
-    out = ctx.file("batch")
-
-    def compute() -> dict[str, Any]:
-        rewards: list[dict[str, Any]] = []
-        tokens: dict[str, tuple[list[int], list[int]]] = {}
-        for r in range(1, rounds + 1):
-            rewards += read_rows(ctx.file("rewards", r))
-            for kind, id_col in (
-                ("questions", "question_id"),
-                ("responses", "response_id"),
-                ("verdicts", "verdict_id"),
-            ):
-                for row in read_rows(ctx.file(kind, r)):
-                    tokens[row[id_col]] = (row["prompt_ids"], row["response_ids"])
-        rows = batch_rows(rewards, tokens, ctx.cfg, ctx.layout.run, ctx.iteration)
-        if os.environ.get("SPELL_FAULT_NEGATE_ADVANTAGES") == "1":  # negative control of the learning test
-            rows = [{**r, "advantage": -r["advantage"]} for r in rows]
-        write_rows(out, "batch", rows)
-        by_role: dict[str, int] = {}
-        for x in rows:
-            by_role[x["role"]] = by_role.get(x["role"], 0) + 1
-        return {"path": str(out), "rows": len(rows), **{f"{k}_samples": n for k, n in by_role.items()}}
-
-    return run_stage(ctx, "select_batch", srcs, [out], compute)

@@ -14,10 +14,11 @@ from prefect import task
 from spell.data.clusters import Corpus
 from spell.history import HistoryMemory
 from spell.sampling import TaskSampler
-from spell.stages import sample_prompts, static_prompts
+from spell.stages.sample_docs import sample_prompts, static_prompts
 from storage.io import write_rows
 from storage.views import query
-from tasks.common import StageContext, run_stage
+from tasks.context import StageContext
+from tasks.runner import run_stage
 
 
 def _history_files(ctx: StageContext, rnd: int) -> dict[str, list[Path]]:

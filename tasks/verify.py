@@ -6,9 +6,12 @@ from typing import Any
 
 from prefect import task
 
-from spell.stages import verdict_rows, verifier_requests
+from spell.stages.verify import verdict_rows, verifier_requests
 from storage.io import read_rows, write_rows
-from tasks.common import StageContext, policy, prefills, prompt_chunk, rollout, run_stage, sampling
+from tasks.actor import generate, policy, prompt_chunk
+from tasks.context import StageContext
+from tasks.runner import run_stage
+from tasks.sampling import prefills, sampling
 
 
 @task(name="verify-vote", task_run_name="verify-i{ctx.iteration}-r{rnd}", retries=2, retry_delay_seconds=5)
@@ -21,7 +24,7 @@ def verify(ctx: StageContext, rnd: int) -> dict[str, Any]:
         if cfg.verifier.enabled:
             reqs = verifier_requests(read_rows(src_r), read_rows(src_q))
             if reqs:
-                ro = rollout(
+                ro = generate(
                     policy(ctx),
                     [p for _, p in reqs],
                     sampling(ctx, cfg.verifier.votes, "verify", rnd),

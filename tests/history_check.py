@@ -15,7 +15,7 @@ from storage.layout import RunLayout
 
 def rebuilt_memory(config: str, runs: Path, run: str, iteration: int) -> list[dict]:
     """What the sample-docs stage of `iteration` (round 1) rebuilds from the stored artifacts."""
-    from tasks.common import StageContext
+    from tasks.context import StageContext
     from tasks.sample_docs import rebuild_state
 
     cfg = load_config(config, [f"run.runs_dir={runs}", f"run.name={run}"])

@@ -6,8 +6,9 @@ import pytest
 from spell.calibration import decisive_label, verifier_calibration
 from spell.config import load_config
 from spell.guards import GuardSwitches, guard_counts, question_guard, response_guard
-from spell.stage_rewards import reward_rows
-from spell.stages import question_rows, response_rows
+from spell.stages.question import question_rows
+from spell.stages.respond import response_rows
+from spell.stages.reward import reward_rows
 from spell.vocab import GUARDS
 
 DOCS = [
@@ -155,7 +156,7 @@ def test_collapse_falls_back_to_the_rule_and_labels_verifier_votes_by_it():
         for rid, vs in votes.items()
         for k, v in enumerate(vs)
     ]
-    from spell.stage_rewards import round_calibration
+    from spell.stages.reward import round_calibration
 
     cal = round_calibration(responses, votes, cfg)
     assert cal.collapsed and cal.false_yes_rate == 1.0

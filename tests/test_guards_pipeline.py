@@ -21,16 +21,16 @@ GUARDS_ON = [
 def _run(runs: Path, name: str, overrides: list[str]) -> dict:
     from flows.iteration import spell_iteration
     from spell.engine.ray_policy import kill_policy_actor
-    from tasks.common import _HANDLES
+    from tasks.actor import HANDLES
 
-    before = set(_HANDLES)
+    before = set(HANDLES)
     ov = [f"run.runs_dir={runs}", "sampling.max_rounds=1", *overrides]
     try:
         return spell_iteration(run=name, config=CONFIG, overrides=ov)
     finally:  # the session's Ray has 16 logical CPUs for every test: give this run's policy actor back
-        for actor in set(_HANDLES) - before:
+        for actor in set(HANDLES) - before:
             kill_policy_actor(actor)
-            _HANDLES.pop(actor)
+            HANDLES.pop(actor)
 
 
 def test_planted_hacks_are_rejected_and_the_collapsed_verifier_is_overruled(

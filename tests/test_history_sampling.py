@@ -148,7 +148,7 @@ def test_batch_is_task_balanced_when_a_round_yields_more_than_enough_groups():
     from spell.batch import ResponderGroup, usable_groups
     from spell.config import SpellConfig
     from spell.data.corpus import Cluster, Corpus
-    from spell.stages import sample_prompts
+    from spell.stages.sample_docs import sample_prompts
     from spell.vocab import TASKS
 
     cfg = SpellConfig()

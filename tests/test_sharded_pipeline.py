@@ -19,7 +19,7 @@ SHARDED = ["engine.learner_ranks=2", "engine.gpus_per_rank=0", "engine.mixed_pre
 def test_sharded_learner_runs_the_pipeline_and_exports(prefect_api, ray_local, tmp_path):
     from flows.iteration import spell_iteration
     from spell.engine.ray_policy import kill_policy_actor
-    from tasks.common import _HANDLES
+    from tasks.actor import HANDLES
 
     ov = [f"run.runs_dir={tmp_path}", *SHARDED]
     # iteration 1 also generates on a second rollout engine placed in the learner's placement group
@@ -30,9 +30,9 @@ def test_sharded_learner_runs_the_pipeline_and_exports(prefect_api, ray_local, t
     m = pq.read_table(Path(first["dir"]) / "train_metrics.parquet").to_pylist()[0]
     assert m["skipped"] == 0.0 and m["tokens"] > 0 and m["micro_batches"] >= 1
     assert m["weight_sync_bytes"] > 0  # learner rank 0 broadcast to the policy actor and the replica
-    for name in list(_HANDLES):  # the policy actor (and the learner group it owns) is lost
+    for name in list(HANDLES):  # the policy actor (and the learner group it owns) is lost
         kill_policy_actor(name)
-        _HANDLES.pop(name)
+        HANDLES.pop(name)
     # iteration 2 also switches on Ulysses sequence parallelism (both ranks share each sequence)
     second = spell_iteration(run="fsdp", config=CONFIG, overrides=[*ov, "engine.sequence_parallel=2"])
     assert second["iteration"] == 2

@@ -6,8 +6,9 @@ import pytest
 
 from spell.config import load_config
 from spell.data.clusters import Cluster, Corpus
-from spell.stage_rewards import reward_rows
-from spell.stages import grounded_questions, responder_requests, verifier_requests
+from spell.stages.respond import grounded_questions, responder_requests
+from spell.stages.reward import reward_rows
+from spell.stages.verify import verifier_requests
 
 IDS = {"run": "r", "iteration": 1, "round": 1}
 

@@ -12,24 +12,20 @@ embedded default and GPU presets generate with the model itself.
   otherwise a random document word; with no documents (grounding check) it answers 'unknown';
 - verifier: compares Answer 1 and Answer 2 after normalisation, with a little noise.
 
-Fault injection for the soak test: SPELL_FAULT_GARBAGE=<rate> replaces that share of every role's
-completions with the output of a model on a bad day (empty, replacement characters, fake tags, nested
-fences, runaway repetition). SPELL_FAULT_HACK=<names> plants reward hacking for the guard tests:
-`copy_template` (every other proposal copies the template's example answer and a document sentence),
-`yes_verifier` (every verdict is YES).
+Fault injection (SPELL_FAULT_GARBAGE, SPELL_FAULT_HACK) is read through `spell.faults`, which lists them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import re
 from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
 
+from spell import faults
 from spell.engine.generation import FINISH_STOP, Completion, Prompt, SamplingParams, render_prompt
 from spell.text import normalize_answer
 
@@ -51,8 +47,8 @@ class ScriptedGenerator:
 
     def __init__(self, tokenizer: Any, skill: float = 0.55, bad_format_rate: float = 0.1, garbage_rate: float = -1):
         self.tokenizer, self.skill, self.bad_format_rate = tokenizer, skill, bad_format_rate
-        self.garbage_rate = float(os.environ.get("SPELL_FAULT_GARBAGE", 0)) if garbage_rate < 0 else garbage_rate
-        self.hacks = frozenset(h for h in os.environ.get("SPELL_FAULT_HACK", "").split(",") if h)
+        self.garbage_rate = faults.garbage_rate() if garbage_rate < 0 else garbage_rate
+        self.hacks = faults.planted_hacks()
         eos = tokenizer.eos_token_id
         self.eos = [eos] if eos is not None else []
 

@@ -1,17 +1,12 @@
-"""The reward and batch-selection stages as pure functions over plain rows (see `spell.stages`).
-
-Rewards per round (paper §3.3) with the verifier collapse guard (`guards.verifier_collapse`), then the
-training batch over all rounds of an iteration with advantages (paper §3.4).
-"""
+"""Stage 5, reward, as pure functions: role rewards per round (paper §3.3) with the verifier collapse guard
+(`guards.verifier_collapse`), case types and eligibility."""
 
 from __future__ import annotations
 
-import random
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from spell.batch import QuestionerSample, ResponderGroup, VerifierGroup, select_training_batch
 from spell.calibration import Calibration, decisive_label, verifier_calibration
 from spell.config import SpellConfig
 from spell.rewards import (
@@ -25,10 +20,8 @@ from spell.rewards import (
     verifier_group_eligible,
     verifier_rewards,
 )
-from spell.stages import Row, _ids, grounded_questions, stage_seed
-
-# ---------------------------------------------------------------------------------------------------
-# reward
+from spell.stages.common import Row, ids
+from spell.stages.respond import grounded_questions
 
 
 def _reward_row(
@@ -36,7 +29,7 @@ def _reward_row(
 ) -> Row:
     """One `rewards` row; columns a role does not use stay None."""
     row: Row = {
-        **_ids(src["run"], src["iteration"], src["round"]),
+        **ids(src["run"], src["iteration"], src["round"]),
         "sample_id": sample_id,
         "role": role,
         "task": src["task"],
@@ -184,74 +177,3 @@ def usable_group_count(rewards: Sequence[Row], dynamic: bool = True) -> int:
         if r["role"] == "responder":
             groups[r["group_id"]].add(float(r["reward"]))
     return sum(1 for vals in groups.values() if not dynamic or len(vals) > 1)
-
-
-# ---------------------------------------------------------------------------------------------------
-# batch selection
-
-
-def batch_rows(
-    rewards: Sequence[Row], tokens: dict[str, tuple[list[int], list[int]]], cfg: SpellConfig, run: str, iteration: int
-) -> list[Row]:
-    """The training batch over all rounds of an iteration, advantages attached (paper §3.4)."""
-    qs, groups, vgroups = [], [], []
-    resp: dict[str, list[Row]] = defaultdict(list)
-    ver: dict[str, list[Row]] = defaultdict(list)
-    for r in rewards:
-        if r["role"] == "questioner":
-            qs.append(QuestionerSample(r["sample_id"], r["task"], r["case"], r["reward"]))
-        elif r["role"] == "responder":
-            resp[r["group_id"]].append(r)
-        else:
-            ver[r["group_id"]].append(r)
-    for gid, rows in resp.items():
-        rows = sorted(rows, key=lambda x: x["sample_id"])
-        groups.append(
-            ResponderGroup(
-                gid, rows[0]["task"], tuple(x["sample_id"] for x in rows), tuple(float(x["reward"]) for x in rows)
-            )
-        )
-    for gid, rows in ver.items():
-        rows = sorted(rows, key=lambda x: x["sample_id"])
-        vgroups.append(
-            VerifierGroup(
-                gid,
-                rows[0]["task"],
-                tuple(x["sample_id"] for x in rows),
-                tuple(float(x["reward"]) for x in rows),
-                bool(rows[0]["eligible"]),
-            )
-        )
-    groups.sort(key=lambda g: g.question_id)  # collection order: ids sort by iteration, round, prompt
-    batch = select_training_batch(
-        qs,
-        groups,
-        vgroups,
-        train_batch_size=cfg.sampling.train_batch_size,
-        negatives_ratio=cfg.questioner.negatives_ratio,
-        verifier_share=cfg.verifier_share,
-        questioner_normalize=cfg.questioner.normalize,
-        rng=random.Random(stage_seed(cfg.run.seed, iteration, 0, "batch")),
-        dynamic=cfg.sampling.dynamic,
-        train_questioner=cfg.questioner.update,
-        train_verifier=cfg.verifier.enabled and cfg.verifier.update,
-        format_floor=cfg.questioner.format_floor,
-    )
-    out = []
-    for b in batch.rows:
-        prompt_ids, response_ids = tokens[b.sample_id]
-        out.append(
-            {
-                "run": run,
-                "iteration": iteration,
-                "sample_id": b.sample_id,
-                "role": b.role,
-                "task": b.task,
-                "group_id": b.group_id,
-                "reward": b.reward,
-                "advantage": b.advantage,
-                "prompt_ids": prompt_ids,
-                "response_ids": response_ids,
-            }
-        )
-    return out

@@ -1,0 +1,29 @@
+"""What the pure stage functions share: the row type, the per-stage seed, a row's run/iteration/round ids."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+Row = dict[str, Any]
+
+
+def stage_seed(seed: int, iteration: int, rnd: int, stage: str) -> int:
+    """A seed per (run seed, iteration, round, stage): re-running a stage reproduces its rows."""
+    digest = hashlib.sha256(f"{seed}:{iteration}:{rnd}:{stage}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def ids(run: str, iteration: int, rnd: int) -> Row:
+    return {"run": run, "iteration": iteration, "round": rnd}
+
+
+def token_cols(prompt_ids: list[int], c: Row) -> Row:
+    """The token columns of a generated row: what the GRPO step trains on and the views count."""
+    return {
+        "prompt_ids": prompt_ids,
+        "response_ids": c["token_ids"],
+        "finish_reason": c["finish_reason"],
+        "prompt_tokens": c["prompt_tokens"],
+        "response_tokens": len(c["token_ids"]),
+    }
