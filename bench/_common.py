@@ -17,7 +17,7 @@ def machine() -> str:
 
 def small_model(hidden: int = 256, layers: int = 4) -> str:
     """A random Qwen2-shaped model big enough that kernels, not Python, dominate on CPU."""
-    from spell.engine.tiny import build_tiny_model
+    from spell.engine.models.tiny import build_tiny_model
 
     path = os.path.join(tempfile.gettempdir(), f"spell-bench-qwen2-h{hidden}-l{layers}")
     if not os.path.isfile(os.path.join(path, "config.json")):
@@ -38,7 +38,7 @@ def timed(fn, repeats: int = 3) -> tuple[float, object]:
 
 def default_model(cache_dir: str = "runs/.models") -> str:
     """The model the default preset runs (SmolLM2-135M-Instruct, prepared once from its PyPI package)."""
-    from spell.engine.models import prepare
+    from spell.engine.models.packaged import prepare
 
     return str(prepare("smollm2", cache_dir))
 
@@ -108,7 +108,7 @@ def word_prompts(tok, count: int, tokens: int, seed: int = 0) -> list[list[int]]
     else a fixed word list), rendered with the chat template as the roles' prompts are."""
     import random
 
-    from spell.engine.generation import render_prompt
+    from spell.engine.rollout.interface import render_prompt
 
     rng = random.Random(seed)
     try:

@@ -18,8 +18,8 @@ import torch
 from _common import bench_model, describe, forward_flops_per_token, gemm_rate, machine, timed, word_prompts
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from spell.engine.generation import SamplingParams
-from spell.engine.hf_backend import TransformersGenerator
+from spell.engine.rollout.hf_backend import TransformersGenerator
+from spell.engine.rollout.interface import SamplingParams
 
 
 def prefill_rate(model, prompts: list[list[int]]) -> float:

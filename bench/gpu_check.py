@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scale
 from _common import machine
 
-from spell.engine.learner import Learner, LearnerSettings, TrainSequence
-from spell.engine.tiny import build_tiny_model
+from spell.engine.learner.core import Learner, LearnerSettings, TrainSequence
+from spell.engine.models.tiny import build_tiny_model
 
 # hidden, layers, heads, kv heads, intermediate; head_dim >= 64 (Hopper kernels refuse head_dim 16)
 SHAPES = {"small": (128, 2, 2, 1, 256), **scale.SHAPES}
@@ -117,7 +117,7 @@ def check_layouts(dev: torch.device, shape: str, prompt: int) -> list[Row]:
 
 
 def check_mask(dev: torch.device, total: int) -> list[Row]:
-    from spell.engine.packing import block_causal_mask
+    from spell.engine.learner.packing import block_causal_mask
 
     lengths = [total // 16] * 16
     before = torch.cuda.memory_allocated() if dev.type == "cuda" else 0
@@ -126,15 +126,15 @@ def check_mask(dev: torch.device, total: int) -> list[Row]:
     dense = mask.numel() * mask.element_size()
     del mask
     rows = [(f"dense float mask on CPU + copy (before), T={total}", f"{t * 1e3:.0f} ms, {dense / 2**30:.2f} GiB")]
-    from spell.engine.packing import block_ids
-    from spell.engine.shared_prefix import device_mask
+    from spell.engine.learner.packing import block_ids
+    from spell.engine.learner.shared_prefix import device_mask
 
     seg, none = block_ids(lengths), torch.full((total,), -1)
     tb = timed(lambda: device_mask(seg, none, "sdpa", dev, torch.bfloat16), dev)
     size = f"{total**2 / 2**30:.2f} GiB"
     rows.append((f"boolean mask on the device (now, SDPA), T={total}", f"{tb * 1e3:.0f} ms, {size}"))
     try:
-        from spell.engine.shared_prefix import flex_block_mask
+        from spell.engine.learner.shared_prefix import flex_block_mask
 
         block = torch.repeat_interleave(torch.arange(16), torch.tensor(lengths))
         answer = torch.zeros(total, dtype=torch.long)
@@ -148,7 +148,7 @@ def check_mask(dev: torch.device, total: int) -> list[Row]:
 
 
 def check_sharded(dev: torch.device) -> list[Row]:
-    from spell.engine.fsdp import ShardedLearnerWorker, export_checkpoint, free_port
+    from spell.engine.learner.fsdp import ShardedLearnerWorker, export_checkpoint, free_port
 
     path = Path(tempfile.gettempdir()) / "spell-gpu-check-small"
     vocab = model_at("small", "sdpa", torch.device("cpu")).config.vocab_size  # writes the folder
@@ -189,7 +189,7 @@ def check_cache(dev: torch.device, shape: str) -> list[Row]:
 
 def check_mfu(dev: torch.device, shape: str, prompt: int) -> list[Row]:
     model = model_at(shape, "sdpa", dev)
-    from spell.engine.loading import enable_activation_checkpointing
+    from spell.engine.models.loading import enable_activation_checkpointing
 
     enable_activation_checkpointing(model)
     c = model.config

@@ -29,7 +29,7 @@ def warm_caches(config: str, overrides: list[str]) -> None:
 
     from spell.config import load_config
     from spell.data.corpus import load_corpus
-    from spell.engine.loading import resolve_model_path
+    from spell.engine.models.loading import resolve_model_path
 
     cfg = load_config(config, overrides)
     resolve_model_path(cfg.model.path, str(Path(cfg.run.runs_dir) / ".models"))

@@ -21,8 +21,8 @@ import torch
 from _common import bench_model, describe, forward_flops_per_token, gemm_rate, head_rate, machine, timed
 from transformers import AutoModelForCausalLM
 
-from spell.engine.layouts import padded_batch
-from spell.engine.learner import Learner, LearnerSettings, TrainSequence
+from spell.engine.learner.core import Learner, LearnerSettings, TrainSequence
+from spell.engine.learner.layouts import padded_batch
 
 
 def default_batch(vocab: int, group: int, prompt_tokens: int, votes: int, seed: int = 0) -> list[TrainSequence]:

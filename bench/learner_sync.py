@@ -1,5 +1,5 @@
 """The sharded learner's weights to the policy actor's rollout copy: learner rank 0 as the broadcast's root
-(spell.engine.learner_sync, gloo here: the CPU twin of NCCL) against the path it replaced, the full state
+(spell.engine.sync.sharded, gloo here: the CPU twin of NCCL) against the path it replaced, the full state
 dict gathered on rank 0 and handed through Ray, both measured in this run on 2 gloo learner ranks.
 
     python bench/learner_sync.py            # the default preset's model (SmolLM2-135M)
@@ -34,11 +34,11 @@ def main() -> None:
     import ray
     from transformers import AutoModelForCausalLM
 
-    from spell.engine.fsdp import ShardingSettings
-    from spell.engine.learner import LearnerSettings
-    from spell.engine.learner_group import LearnerGroup
-    from spell.engine.learner_sync import LearnerWeightSync
-    from spell.engine.weight_sync import sync_tensors
+    from spell.engine.learner.core import LearnerSettings
+    from spell.engine.learner.fsdp import ShardingSettings
+    from spell.engine.learner.group import LearnerGroup
+    from spell.engine.sync.broadcast import sync_tensors
+    from spell.engine.sync.sharded import LearnerWeightSync
 
     path = bench_model(args.toy)
     ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)

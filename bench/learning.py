@@ -135,7 +135,7 @@ def main() -> None:
 
     from flows.iteration import spell_iteration
     from spell.config import load_config
-    from spell.engine.loading import resolve_model_path
+    from spell.engine.models.loading import resolve_model_path
     from storage.layout import RunLayout
     from storage.learning import learning_rows, paired_ci
     from storage.views import open_history

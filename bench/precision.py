@@ -17,13 +17,13 @@ import tempfile
 import torch
 from _common import machine
 
+from spell.engine.models.tiny import build_tiny_model
 from spell.engine.policy import Policy, PolicySpec
-from spell.engine.tiny import build_tiny_model
 
 
 def moved_share(dtype: str, model_dir: str, steps: int, lr: float) -> list[float]:
     """Share of elements that differ from the initial weights after each of `steps` steps."""
-    from spell.engine.learner import LearnerSettings
+    from spell.engine.learner.core import LearnerSettings
 
     policy = Policy(PolicySpec(model_dir, dtype=dtype, device="cpu", learner=LearnerSettings(lr=lr)))
     start = {n: p.detach().float().clone() for n, p in policy.model.named_parameters()}

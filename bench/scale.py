@@ -36,7 +36,7 @@ def peak_tflops() -> float | None:
 
 
 def build(shape: str) -> str:
-    from spell.engine.tiny import build_tiny_model
+    from spell.engine.models.tiny import build_tiny_model
 
     h, layers, heads, kv, inter = SHAPES[shape]
     path = os.path.join(tempfile.gettempdir(), f"spell-bench-{shape}")
@@ -48,7 +48,7 @@ def build(shape: str) -> str:
 
 def rollout_vllm(model, tok, prompts, sp, args, gen_tokens) -> float:
     """spell's vLLM backend vs the bare engine; the engine is shut down before returning."""
-    from spell.engine.vllm_backend import VLLMGenerator
+    from spell.engine.rollout.vllm_backend import VLLMGenerator
 
     spell_vllm = VLLMGenerator(model, tok, max_context=args.prompt_tokens + args.new_tokens + 8,
                                gpu_memory_utilization=0.4, sleep_mode=True)  # fmt: skip
@@ -90,9 +90,9 @@ def main() -> None:
         raise SystemExit("bench/scale.py needs a CUDA GPU")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from spell.engine.generation import SamplingParams
-    from spell.engine.hf_backend import TransformersGenerator
-    from spell.engine.learner import Learner, LearnerSettings, TrainSequence
+    from spell.engine.learner.core import Learner, LearnerSettings, TrainSequence
+    from spell.engine.rollout.hf_backend import TransformersGenerator
+    from spell.engine.rollout.interface import SamplingParams
 
     print(f"machine: {machine()}; shape {args.shape}; bf16")
     path = build(args.shape)

@@ -35,8 +35,8 @@ def main() -> None:
     args = ap.parse_args()
     from transformers import AutoTokenizer
 
-    from spell.engine.generation import SamplingParams
-    from spell.engine.vllm_backend import VLLMGenerator
+    from spell.engine.rollout.interface import SamplingParams
+    from spell.engine.rollout.vllm_backend import VLLMGenerator
 
     path = bench_model(args.toy)
     gpu = torch.cuda.is_available()

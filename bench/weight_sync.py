@@ -1,4 +1,4 @@
-"""Weight sync to rollout replicas: the broadcast group (spell.engine.weight_sync, gloo here: the CPU twin
+"""Weight sync to rollout replicas: the broadcast group (spell.engine.sync.broadcast, gloo here: the CPU twin
 of the NCCL path) against the Ray object store path it replaced, both measured in this run.
 
     python bench/weight_sync.py                  # the default preset's model (SmolLM2-135M), 2 replicas
@@ -41,7 +41,7 @@ class Replica:
         return True
 
     def join(self, address, rank, world, plan, wire) -> bool:
-        from spell.engine.replicas import ReplicaEndpoint
+        from spell.engine.sync.broadcast import ReplicaEndpoint
 
         self.endpoint = ReplicaEndpoint(address, rank, world, "gloo", plan, wire)
         return True
@@ -64,7 +64,7 @@ def main() -> None:
     import ray
     from transformers import AutoModelForCausalLM
 
-    from spell.engine.weight_sync import SyncGroup, plan_buckets, send_weights, sync_tensors
+    from spell.engine.sync.broadcast import SyncGroup, plan_buckets, send_weights, sync_tensors
 
     path = bench_model(args.toy)
     wire = getattr(torch, args.dtype)

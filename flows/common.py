@@ -77,10 +77,9 @@ def replay_run_name() -> str:
     p = _parameters()
     run, k = str(p.get("run")), int(p.get("iteration") or 0)
     try:
-        from flows.replay import next_branch
         from storage.layout import RunLayout
 
-        return f"{run}-iter{k}-{next_branch(RunLayout(p.get('runs_dir') or 'runs', run), k)}"
+        return f"{run}-iter{k}-{RunLayout(p.get('runs_dir') or 'runs', run).next_branch(k)}"
     except Exception:
         return f"{run}-iter{k}-replay"
 

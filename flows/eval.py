@@ -96,8 +96,8 @@ def evaluate(
     layout = RunLayout(cfg.run.runs_dir, name)
     benchmarks = list(benchmarks or cfg.eval.benchmarks)
     check_benchmarks(benchmarks, cfg.eval.data_dir)
-    from spell.engine.loading import TINY_PREFIX
-    from spell.engine.models import PACKAGED
+    from spell.engine.models.loading import TINY_PREFIX
+    from spell.engine.models.packaged import PACKAGED
 
     if not (model in PACKAGED or model.startswith(TINY_PREFIX) or Path(model).is_dir()):
         raise MissingBenchmarkData(f"model folder not found: {model} (spell never downloads from a hub)")

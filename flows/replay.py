@@ -23,14 +23,6 @@ from storage.layout import Manifest, RunLayout, StorageError, stage_of
 STAGE_ORDER = ("sample_docs", "question", "respond", "verify", "reward", "select_batch", "grpo_step", "checkpoint")
 
 
-def next_branch(layout: RunLayout, iteration: int) -> str:
-    """The first free `replay<n>` of an iteration."""
-    n = 1
-    while layout.iter_dir(iteration, f"replay{n}").exists():
-        n += 1
-    return f"replay{n}"
-
-
 def prepare_replay(cfg: SpellConfig, iteration: int, from_stage: str) -> tuple[str, str | None]:
     """Copy the stages before `from_stage` of iteration `iteration` into a new branch; return (branch, checkpoint)."""
     if from_stage not in STAGE_ORDER:
@@ -40,7 +32,7 @@ def prepare_replay(cfg: SpellConfig, iteration: int, from_stage: str) -> tuple[s
     if not (src / "manifest.json").is_file():
         have = ", ".join(str(k) for k in layout.iterations()) or "none"
         raise StorageError(f"run {layout.run!r} has no iteration {iteration} under {layout.runs_dir} (it has: {have})")
-    branch = next_branch(layout, iteration)
+    branch = layout.next_branch(iteration)
     dst = layout.iter_dir(iteration, branch)
     dst.mkdir(parents=True)
     original, copied = Manifest(src), Manifest(dst)

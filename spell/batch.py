@@ -42,7 +42,7 @@ class ResponderGroup:
 
     @property
     def zero_variance(self) -> bool:
-        return len(set(self.rewards)) <= 1
+        return not usable(self.rewards)
 
 
 @dataclass(frozen=True)
@@ -75,13 +75,16 @@ class TrainingBatch:
         return [r for r in self.rows if r.role == role]
 
 
+def usable(rewards: Sequence[float], dynamic: bool = True) -> bool:
+    """The one "usable group" rule: a responder group trains only when its rewards differ (dynamic sampling,
+    paper §3.4: a zero-variance group has zero advantage); without dynamic sampling every group does. The
+    rounds stop once `sampling.train_batch_size` groups are usable (flows.iteration counts the reward stage's
+    `usable_groups`)."""
+    return not dynamic or len(set(rewards)) > 1
+
+
 def usable_groups(groups: Sequence[ResponderGroup], dynamic: bool = True) -> list[ResponderGroup]:
-    return [g for g in groups if not (dynamic and g.zero_variance)]
-
-
-def has_enough_groups(groups: Sequence[ResponderGroup], train_batch_size: int, dynamic: bool = True) -> bool:
-    """Dynamic sampling stops generating rounds once this is true."""
-    return len(usable_groups(groups, dynamic)) >= train_batch_size
+    return [g for g in groups if usable(g.rewards, dynamic)]
 
 
 def verifier_groups_for(responder_groups: int, share: float) -> int:

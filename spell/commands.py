@@ -194,7 +194,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """spell export runs/<run>/checkpoints/iter_0010 --out my-model/   (a Hugging Face safetensors folder)"""
     import shutil
 
-    from spell.engine.fsdp import export_checkpoint
+    from spell.engine.learner.fsdp import export_checkpoint
 
     ckpt = Path(args.checkpoint)
     if (ckpt / "sharded" / ".metadata").is_file():
@@ -290,11 +290,11 @@ def cmd_corpus(args: argparse.Namespace) -> int:
 
 def cmd_model(args: argparse.Namespace) -> int:
     if args.action == "prepare":
-        from spell.engine.models import prepare
+        from spell.engine.models.packaged import prepare
 
         print(prepare(args.name, args.cache_dir))
         return 0
-    from spell.engine.tiny import build_tiny_model
+    from spell.engine.models.tiny import build_tiny_model
 
     print(build_tiny_model(args.name, arch=args.arch))
     return 0

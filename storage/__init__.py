@@ -7,5 +7,5 @@ runs/<run>/
     config.yaml                    resolved config used by this iteration
     prompts_r01.parquet ...        one file per stage (per dynamic-sampling round where relevant)
     batch.parquet, train_metrics.parquet
-  checkpoints/iter_0001/ , LATEST  (see spell.engine.checkpoint)
+  checkpoints/iter_0001/ , LATEST  (see spell.engine.models.checkpoint)
 """

@@ -54,6 +54,13 @@ class RunLayout:
     def iter_dir(self, k: int, branch: str = "") -> Path:
         return self.root / self.iter_name(k, branch)
 
+    def next_branch(self, k: int) -> str:
+        """The first free `replay<n>` of iteration k (where `spell replay` writes next)."""
+        n = 1
+        while self.iter_dir(k, f"replay{n}").exists():
+            n += 1
+        return f"replay{n}"
+
     def stage_file(self, k: int, kind: str, rnd: int | None = None, branch: str = "") -> Path:
         suffix = f"_r{rnd:02d}" if rnd is not None else ""
         return self.iter_dir(k, branch) / f"{kind}{suffix}.parquet"
@@ -92,7 +99,7 @@ class RunLayout:
     def check_free_space(self, min_free_gb: float) -> None:
         """Fail before any work when the disk cannot hold this iteration: `min_free_gb` plus two
         checkpoints the size of the newest (the new one is written beside the old before the swap)."""
-        from spell.engine.checkpoint import latest_checkpoint
+        from spell.engine.models.checkpoint import latest_checkpoint
 
         newest = latest_checkpoint(self.checkpoints)
         ckpt = sum(f.stat().st_size for f in newest.rglob("*") if f.is_file()) if newest else 0

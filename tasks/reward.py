@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import task
 
-from spell.stages.reward import reward_rows, round_calibration, usable_group_count
+from spell.stages.reward import Votes, reward_rows, round_calibration, usable_group_count
 from storage.io import read_rows, write_rows
 from tasks.artifacts import log
 from tasks.context import StageContext
@@ -21,9 +21,7 @@ def reward(ctx: StageContext, rnd: int) -> dict[str, Any]:
 
     def compute() -> dict[str, Any]:
         q, g, r, v = (read_rows(p) for p in srcs)
-        votes: dict[str, list[int]] = {}
-        for x in v:
-            votes.setdefault(x["response_id"], []).append(int(x["vote"]))
+        votes = Votes.of(v)  # once: the calibration and the rewards read the same votes
         cal = round_calibration(r, votes, ctx.cfg)
         if cal.collapsed:
             log.warning(
@@ -34,7 +32,7 @@ def reward(ctx: StageContext, rnd: int) -> dict[str, Any]:
                 100 * cal.false_yes_rate,
                 cal.decisive_wrong,
             )
-        rows = reward_rows(q, g, r, v, ctx.cfg, cal)
+        rows = reward_rows(q, g, r, votes, ctx.cfg, cal)
         write_rows(out, "rewards", rows)
         write_rows(out_cal, "calibration", [cal.row({"run": ctx.layout.run, "iteration": ctx.iteration, "round": rnd})])
         cases: dict[str, int] = {}

@@ -28,8 +28,8 @@ def probe(path: str, prompt: int, resp: int, n: int, ckpt: bool) -> dict[str, fl
 
     import torch
 
-    from spell.engine.learner import Learner, LearnerSettings, TrainSequence
-    from spell.engine.loading import enable_activation_checkpointing, load_causal_lm
+    from spell.engine.learner.core import Learner, LearnerSettings, TrainSequence
+    from spell.engine.models.loading import enable_activation_checkpointing, load_causal_lm
     from spell.memory_plan import activation_bytes, logits_bytes, model_shape
 
     model = load_causal_lm(path, torch.float32, torch.device("cpu"), False)

@@ -8,9 +8,10 @@ from spell.batch import (
     QuestionerSample,
     ResponderGroup,
     VerifierGroup,
-    has_enough_groups,
     select_training_batch,
+    usable_groups,
 )
+from spell.stages.reward import usable_group_count
 
 
 def _pool():
@@ -40,7 +41,9 @@ def _pool():
 
 def test_zero_variance_groups_dropped_and_batch_size_respected():
     qs, groups, vgs = _pool()
-    assert has_enough_groups(groups, 9) and not has_enough_groups(groups, 10)
+    assert len(usable_groups(groups)) == 9  # the rule that stops the rounds at train_batch_size
+    rows = [{"role": "responder", "group_id": g.question_id, "reward": r} for g in groups for r in g.rewards]
+    assert usable_group_count(rows) == 9 and usable_group_count(rows, dynamic=False) == len(groups)  # one rule
     b = select_training_batch(qs, groups, vgs, train_batch_size=5, verifier_share=0.4, rng=random.Random(0))
     kept = {r.group_id for r in b.by_role("responder")}
     assert kept == {"q1", "q2", "q3", "q5", "q6"}  # first 5 non-zero-variance groups, collection order

@@ -3,8 +3,9 @@
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from spell.engine.generation import SamplingParams, render_prompt, token_budget_batches
-from spell.engine.hf_backend import TransformersGenerator
+from spell.engine.batching import token_budget_batches
+from spell.engine.rollout.hf_backend import TransformersGenerator
+from spell.engine.rollout.interface import SamplingParams, render_prompt
 
 PROMPTS = [
     "hello",

@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from spell.engine.checkpoint import LATEST, latest_checkpoint, save_checkpoint
-from spell.engine.learner import Learner, LearnerSettings, TrainSequence
-from spell.engine.loading import enable_activation_checkpointing
+from spell.engine.learner.core import Learner, LearnerSettings, TrainSequence
+from spell.engine.models.checkpoint import LATEST, latest_checkpoint, save_checkpoint
+from spell.engine.models.loading import enable_activation_checkpointing
 from spell.engine.policy import Policy, PolicySpec
 
 
@@ -176,7 +176,7 @@ def test_gradient_checkpointing_gives_the_same_gradient(tiny_model_dir):
 def test_packed_rows_give_the_padded_loss_and_gradient(tiny_model_dir):
     """Packing (no padding, block-diagonal attention) changes nothing but the memory: same log-probs, loss
     and gradients as the padded micro-batches."""
-    from spell.engine.packing import pack_first_fit
+    from spell.engine.batching import pack_first_fit
 
     rng = random.Random(3)
     seqs = [

@@ -2,7 +2,7 @@
 
 import pytest
 
-from spell.engine.learner import LearnerSettings
+from spell.engine.learner.core import LearnerSettings
 from spell.engine.policy import PolicySpec
 from spell.engine.ray_policy import kill_policy_actor, policy_actor
 

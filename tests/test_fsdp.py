@@ -7,9 +7,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from spell.engine.fsdp import ShardingSettings, export_checkpoint, shard_units, split_by_tokens
-from spell.engine.learner import Learner, LearnerSettings, TrainSequence
-from spell.engine.learner_group import ClusterResourceError, check_resources
+from spell.engine.batching import split_by_tokens
+from spell.engine.learner.core import Learner, LearnerSettings, TrainSequence
+from spell.engine.learner.fsdp import ShardingSettings, export_checkpoint, shard_units
+from spell.engine.placement import ClusterResourceError, check_resources
 
 
 def test_split_by_tokens_balances_and_keeps_every_sequence():
@@ -38,7 +39,7 @@ def test_settings_and_cluster_checks_are_actionable():
         check_resources(8, 1, 1, {"GPU": 4.0, "CPU": 64.0})
     with pytest.raises(ClusterResourceError, match="CPU"):
         check_resources(2, 0, 4, {"CPU": 2.0})
-    from spell.engine.learner_group import check_layout
+    from spell.engine.placement import check_layout
 
     gpus8 = {"GPU": 8.0, "CPU": 64.0}
     check_layout("vllm", 1, 7, 1, 1, gpus8, rollout_replicas=8)  # replicas share the 7 learner GPUs
@@ -107,8 +108,8 @@ def _assert_same_sharded_steps(group, single: Learner, settings: LearnerSettings
 def _assert_rank0_broadcast_equals_full_weights(group, model_dir: str, full: dict) -> None:
     """The rollout copy's pull (learner rank 0 the root, several buckets) lands the trained weights bit for
     bit, in place, without the full state dict crossing Ray."""
-    from spell.engine.learner_sync import LearnerWeightSync
-    from spell.engine.weight_sync import sync_tensors
+    from spell.engine.sync.broadcast import sync_tensors
+    from spell.engine.sync.sharded import LearnerWeightSync
 
     receiver = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     assert not all(torch.equal(receiver.state_dict()[k], full[k]) for k in full)  # trained: it must move
@@ -124,7 +125,7 @@ def _assert_rank0_broadcast_equals_full_weights(group, model_dir: str, full: dic
 @pytest.mark.slow
 @pytest.mark.ray
 def test_two_gloo_ranks_match_one_process_and_export_round_trips(ray_local, tiny_model_dir, tmp_path):
-    from spell.engine.learner_group import LearnerGroup
+    from spell.engine.learner.group import LearnerGroup
 
     settings = LearnerSettings(lr=1e-2, token_budget=96)  # small budget: ranks need different micro-batch counts
     torch.manual_seed(0)
@@ -151,7 +152,7 @@ def test_two_gloo_ranks_match_one_process_and_export_round_trips(ray_local, tiny
 
 
 def test_slice_batch_covers_every_target_once():
-    from spell.engine.ulysses import slice_batch
+    from spell.engine.learner.ulysses import slice_batch
 
     seqs = [TrainSequence([1, 2, 3], [4, 5], 1.0), TrainSequence([6], [7, 8, 9, 10], -1.0)]
     parts = [slice_batch(seqs, r, 3, pad_id=0) for r in range(3)]
@@ -169,7 +170,7 @@ def test_slice_batch_covers_every_target_once():
 def test_ulysses_sequence_parallel_matches_one_process(ray_local, tiny_model_dir):
     """Two ranks share every sequence (half the tokens each, attention over the whole of it through the
     all-to-all exchange): the same loss, gradient norm and weights as one process on the whole batch."""
-    from spell.engine.learner_group import LearnerGroup
+    from spell.engine.learner.group import LearnerGroup
 
     settings = LearnerSettings(lr=1e-2, token_budget=96)
     ref = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")

@@ -16,8 +16,8 @@ SEQS = [{"prompt_ids": [5, 6, 7, 8], "response_ids": [9, 10, 11], "advantage": 1
 def test_packed_rows_match_padded_on_gpu(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
-    from spell.engine.learner import Learner, LearnerSettings, TrainSequence
-    from spell.engine.loading import attention_implementation
+    from spell.engine.learner.core import Learner, LearnerSettings, TrainSequence
+    from spell.engine.models.loading import attention_implementation
 
     rng = random.Random(0)
     seqs = [TrainSequence([rng.randint(5, 200) for _ in range(rng.randint(3, 60))],
@@ -35,9 +35,9 @@ def test_packed_rows_match_padded_on_gpu(tiny_model_dir):
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 GPUs")
 @pytest.mark.parametrize("cpu_offload", [False, True])
 def test_fsdp2_over_nccl_trains(ray_local, tiny_model_dir, cpu_offload):
-    from spell.engine.fsdp import ShardingSettings
-    from spell.engine.learner import LearnerSettings
-    from spell.engine.learner_group import LearnerGroup
+    from spell.engine.learner.core import LearnerSettings
+    from spell.engine.learner.fsdp import ShardingSettings
+    from spell.engine.learner.group import LearnerGroup
 
     sharding = ShardingSettings(world_size=2, mixed_precision="bf16", cpu_offload=cpu_offload)
     group = LearnerGroup(tiny_model_dir, LearnerSettings(lr=1e-3), sharding, gpus_per_rank=1)

@@ -8,7 +8,7 @@ from spell.config import load_config
 from spell.guards import GuardSwitches, guard_counts, question_guard, response_guard
 from spell.stages.question import question_rows
 from spell.stages.respond import response_rows
-from spell.stages.reward import reward_rows
+from spell.stages.reward import Votes, reward_rows
 from spell.vocab import GUARDS
 
 DOCS = [
@@ -115,7 +115,7 @@ def test_question_rows_record_a_rejection_and_the_reward_penalises_it():
     (row,) = question_rows([p], [ro], cfg, lambda s: len(s.split()), lambda _: DOCS)
     assert row["status"] == "rejected" and row["reason"].startswith("guard template_answer:")
     assert row["responder_question"] is None  # never reaches the responder
-    (reward,) = [r for r in reward_rows([row], [], [], [], cfg) if r["role"] == "questioner"]
+    (reward,) = [r for r in reward_rows([row], [], [], Votes.of([]), cfg) if r["role"] == "questioner"]
     assert (reward["case"], reward["reward"]) == ("rejected", -0.75)
     off = question_rows([p], [ro], load_config(None, []), lambda s: len(s.split()), lambda _: DOCS)
     assert off[0]["status"] == "ok" and off[0]["answer"] == "12.5"  # the paper's behaviour
@@ -158,16 +158,16 @@ def test_collapse_falls_back_to_the_rule_and_labels_verifier_votes_by_it():
     ]
     from spell.stages.reward import round_calibration
 
-    cal = round_calibration(responses, votes, cfg)
+    cal = round_calibration(responses, Votes.of(verdicts), cfg)
     assert cal.collapsed and cal.false_yes_rate == 1.0
-    rows = reward_rows([q], [], responses, verdicts, cfg, cal)
+    rows = reward_rows([q], [], responses, Votes.of(verdicts), cfg, cal)
     resp = {r["sample_id"]: r for r in rows if r["role"] == "responder"}
     assert [resp[f"q1-a{j}"]["reward"] for j in range(4)] == [1.0, 0.0, 0.0, 0.0]  # the rule, not the YES bias
     assert {r["label_source"] for r in rows if r["role"] != "questioner"} == {"rule"}
     ver = {r["sample_id"]: r for r in rows if r["role"] == "verifier"}
     assert [ver[f"q1-a1-v{k}"]["reward"] for k in range(3)] == [0.0, 0.0, 1.0]  # the NO vote was right
     assert ver["q1-a1-v0"]["eligible"] and not ver["q1-a2-v0"]["eligible"]  # unanimous: nothing to learn
-    plain = reward_rows([q], [], responses, verdicts, cfg, None)  # no collapse: Eq. 6's max(rule, verdict)
+    plain = reward_rows([q], [], responses, Votes.of(verdicts), cfg, None)  # no collapse: Eq. 6's max(rule, verdict)
     assert [r["reward"] for r in plain if r["role"] == "responder"] == [1.0, 1.0, 1.0, 1.0]
 
 
@@ -186,7 +186,7 @@ def test_format_only_control_rewards_well_formed_outputs_only():
         {**ids, "verdict_id": "q1-a0-v0", "response_id": "q1-a0", "vote": 1},
         {**ids, "verdict_id": "q1-a0-v1", "response_id": "q1-a0", "vote": -1},
     ]
-    rows = {r["sample_id"]: r for r in reward_rows([q, bad], [], responses, verdicts, cfg)}
+    rows = {r["sample_id"]: r for r in reward_rows([q, bad], [], responses, Votes.of(verdicts), cfg)}
     # a wrong but well-formed answer earns the format reward; correctness plays no part
     assert (rows["q1-a0"]["reward"], rows["q1-a1"]["reward"]) == (1.0, 0.0)
     assert (rows["q1-a0-v0"]["reward"], rows["q1-a0-v1"]["reward"]) == (1.0, 0.0)  # a readable vote, any side

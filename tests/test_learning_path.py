@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from spell.config import ConfigError, SpellConfig, load_config
-from spell.engine.learner import Learner, LearnerSettings, TrainSequence
+from spell.engine.learner.core import Learner, LearnerSettings, TrainSequence
 from spell.engine.policy import Policy, PolicySpec
 from spell.loss import sequence_logprobs
 

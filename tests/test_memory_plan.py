@@ -21,7 +21,7 @@ PAPER, LORA = "configs/paper-qwen2.5-7b-8gpu.yaml", "configs/qwen3-4b-1gpu-lora.
 def test_parameter_count_is_exact(arch, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from spell.engine.tiny import build_tiny_model
+    from spell.engine.models.tiny import build_tiny_model
 
     path = build_tiny_model(tmp_path / arch, arch=arch, hidden_size=64, layers=3, heads=4, kv_heads=2)
     model = AutoModelForCausalLM.from_pretrained(path)
@@ -89,7 +89,7 @@ def test_learner_step_arithmetic_matches_measured_host_memory(tmp_path):
     under-estimate is the failure that matters), nor more than 70% over (its per-layer activation constants
     are fitted, not derived). Measured on the dev box: 1.17, 1.04 and 1.01 of the peak (1.34 and 0.99 with
     8 layers); the small model with checkpointing, not asserted: 1.62."""
-    from spell.engine.tiny import build_tiny_model
+    from spell.engine.models.tiny import build_tiny_model
 
     smol = KNOWN_SHAPES["smollm2"]
     default = build_tiny_model(

@@ -13,7 +13,7 @@ def test_prepare_smollm2_from_its_package(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from spell.engine.models import prepare
+    from spell.engine.models.packaged import prepare
 
     path = prepare("smollm2", tmp_path)
     assert (path / "model.safetensors").is_file()

@@ -65,7 +65,7 @@ def test_group_sizes_and_reward_rows(two_iterations):
 
 
 def test_checkpoint_loads_and_weights_changed(two_iterations):
-    from spell.engine.loading import resolve_model_path
+    from spell.engine.models.loading import resolve_model_path
 
     runs, _first, _ = two_iterations
     ckpt = runs / "e2e" / "checkpoints" / "iter_0001" / "model"

@@ -56,7 +56,7 @@ def _accuracy_curve(tmp: Path, name: str) -> list[float]:
 
 
 def test_grpo_raises_the_rule_reward_and_negated_advantages_do_not(prefect_api, ray_local, tmp_path, monkeypatch):
-    from spell.engine.tiny import build_tiny_model
+    from spell.engine.models.tiny import build_tiny_model
 
     build_tiny_model(tmp_path / "model", words=[*MARKERS, *COLOURS, "."])
     _corpus(tmp_path / "corpus.jsonl")

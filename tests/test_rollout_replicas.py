@@ -11,7 +11,7 @@ GREEDY = {"n": 1, "temperature": 0.0, "max_new_tokens": 6}
 def test_replicas_split_prompts_and_receive_new_weights(ray_local, tiny_model_dir):
     import ray
 
-    from spell.engine.learner import LearnerSettings
+    from spell.engine.learner.core import LearnerSettings
     from spell.engine.policy import PolicySpec
     from spell.engine.ray_policy import kill_policy_actor, policy_actor
 

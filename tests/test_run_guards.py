@@ -34,7 +34,7 @@ def test_free_space_counts_room_for_two_checkpoints(tmp_path, monkeypatch):
     import shutil
     from collections import namedtuple
 
-    from spell.engine.checkpoint import LATEST
+    from spell.engine.models.checkpoint import LATEST
 
     layout = RunLayout(tmp_path, "r")
     ckpt = layout.checkpoints / "iter_0001"

@@ -41,7 +41,7 @@ def test_pickled_weights_are_never_loaded(tiny_model_dir, tmp_path):
 
 
 def test_pickled_optimizer_state_is_refused(tmp_path):
-    from spell.engine.checkpoint import load_optimizer_state
+    from spell.engine.models.checkpoint import load_optimizer_state
 
     marker = tmp_path / "pwned"
     (tmp_path / "optimizer.pt").write_bytes(pickle.dumps(Payload(marker), protocol=2))

@@ -48,7 +48,7 @@ def test_sharded_learner_runs_the_pipeline_and_exports(prefect_api, ray_local, t
 
 
 def test_a_cluster_too_small_is_a_clear_error(ray_local):
-    from spell.engine.learner_group import ClusterResourceError
+    from spell.engine.placement import ClusterResourceError
     from spell.engine.policy import PolicySpec
     from spell.engine.ray_policy import policy_actor
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from spell.engine.layouts import SHARED, micro_batches
-from spell.engine.learner import Learner, LearnerSettings, TrainSequence
-from spell.engine.shared_prefix import allowed, prefix_units, segments, shared_row
+from spell.engine.learner.core import Learner, LearnerSettings, TrainSequence
+from spell.engine.learner.layouts import SHARED, micro_batches
+from spell.engine.learner.shared_prefix import allowed, prefix_units, segments, shared_row
 
 
 def _groups(n_groups=3, g=4, seed=0, vocab=400):
@@ -86,8 +86,8 @@ def test_packing_and_shared_prefix_agree(tiny_model_dir):
 @pytest.mark.slow
 @pytest.mark.ray
 def test_sharded_learner_keeps_groups_on_one_rank_and_takes_the_same_step(ray_local, tiny_model_dir):
-    from spell.engine.fsdp import ShardingSettings
-    from spell.engine.learner_group import LearnerGroup
+    from spell.engine.learner.fsdp import ShardingSettings
+    from spell.engine.learner.group import LearnerGroup
 
     seqs = _groups(seed=2)
     settings = LearnerSettings(lr=1e-2, token_budget=200, shared_prefix=True)
@@ -108,8 +108,8 @@ def test_sharded_learner_keeps_groups_on_one_rank_and_takes_the_same_step(ray_lo
 def test_device_masks_equal_the_reference_rule():
     """Packed rows' masks are built where the model runs: boolean for SDPA, additive for eager, both the
     block-causal reference; a flex BlockMask computes only the allowed tiles of the same rule."""
-    from spell.engine.packing import block_causal_mask, block_ids
-    from spell.engine.shared_prefix import device_mask
+    from spell.engine.learner.packing import block_causal_mask, block_ids
+    from spell.engine.learner.shared_prefix import device_mask
 
     lengths = [5, 3, 4]
     ref = block_causal_mask(lengths) == 0

@@ -7,7 +7,7 @@ import pytest
 from spell.config import load_config
 from spell.data.clusters import Cluster, Corpus
 from spell.stages.respond import grounded_questions, responder_requests
-from spell.stages.reward import reward_rows
+from spell.stages.reward import Votes, reward_rows
 from spell.stages.verify import verifier_requests
 
 IDS = {"run": "r", "iteration": 1, "round": 1}
@@ -44,7 +44,7 @@ def test_ungrounded_question_gets_minus_half_and_no_responder_rows():
     questions = [_question("q1"), _question("q2")]
     grounding = [{"question_id": "q1", "rule_score": 1.0}, {"question_id": "q2", "rule_score": 0.0}]
     responses = _responses("q2", [1.0, 0.0, 0.0, 0.0])
-    rows = reward_rows(questions, grounding, responses, [], CFG)
+    rows = reward_rows(questions, grounding, responses, Votes.of([]), CFG)
     q = _by(rows, "questioner")
     assert (q["q1"]["case"], q["q1"]["reward"]) == ("ungrounded", -0.5) and q["q1"]["admitted"] is False
     assert {r["group_id"] for r in rows if r["role"] == "responder"} == {"q2"}
@@ -57,7 +57,7 @@ def test_question_whose_prompt_was_too_long_is_skipped_never_a_negative():
 
     questions = [_question("q1"), _question("q2")]
     grounding = [{"question_id": q, "rule_score": 0.0} for q in ("q1", "q2")]
-    rows = reward_rows(questions, grounding, _responses("q2", [1.0, 0.0, 1.0, 0.0]), [], CFG)
+    rows = reward_rows(questions, grounding, _responses("q2", [1.0, 0.0, 1.0, 0.0]), Votes.of([]), CFG)
     q = _by(rows, "questioner")
     assert q["q1"]["case"] == "skipped" and q["q1"]["reward"] is None and q["q1"]["group_mean"] is None
     import random
@@ -76,11 +76,11 @@ def test_verifier_off_leaves_the_rule_alone():
     responses = _responses("q1", [1.0, 0.0, 0.0, 0.0])
     verdicts = [v for r in responses for v in _verdicts(r["response_id"], [1, 1, 1, 1])]  # all YES
     grounding = [{"question_id": "q1", "rule_score": 0.0}]
-    on = _by(reward_rows(questions, grounding, responses, verdicts, CFG), "responder")
+    on = _by(reward_rows(questions, grounding, responses, Votes.of(verdicts), CFG), "responder")
     assert [r["reward"] for r in on.values()] == [1.0] * 4
     for combine in ("max", "verifier"):
         cfg = load_config(None, ["responder.group_size=4", "verifier.enabled=false", f"reward.combine={combine}"])
-        off = reward_rows(questions, grounding, responses, verdicts, cfg)
+        off = reward_rows(questions, grounding, responses, Votes.of(verdicts), cfg)
         assert [r["reward"] for r in _by(off, "responder").values()] == [1.0, 0.0, 0.0, 0.0]
 
 
@@ -88,10 +88,10 @@ def test_admitted_flag_follows_the_admission_rule():
     questions = [_question("half"), _question("all")]
     grounding = [{"question_id": q, "rule_score": 0.0} for q in ("half", "all")]
     responses = _responses("half", [1.0, 1.0, 0.0, 0.0]) + _responses("all", [1.0] * 4)
-    paper = _by(reward_rows(questions, grounding, responses, [], CFG), "questioner")
+    paper = _by(reward_rows(questions, grounding, responses, Votes.of([]), CFG), "questioner")
     assert paper["half"]["admitted"] is True and paper["all"]["admitted"] is False  # 0 < mean < 1
     anyc = load_config(None, ["responder.group_size=4", "history.admit=any_correct"])
-    loose = _by(reward_rows(questions, grounding, responses, [], anyc), "questioner")
+    loose = _by(reward_rows(questions, grounding, responses, Votes.of([]), anyc), "questioner")
     assert loose["all"]["admitted"] is True  # the official code's 0.01 <= mean <= 1
     assert paper["all"]["case"] == "zero_variance" and paper["all"]["reward"] == 0.0
 

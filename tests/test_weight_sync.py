@@ -1,4 +1,4 @@
-"""The weight-sync protocol (spell.engine.weight_sync) over gloo, the CPU twin of the NCCL path: three
+"""The weight-sync protocol (spell.engine.sync.broadcast) over gloo, the CPU twin of the NCCL path: three
 ranks in threads, buckets smaller than a tensor, bf16 on the wire, weights received in place."""
 
 import threading
@@ -6,7 +6,7 @@ import threading
 import pytest
 import torch
 
-from spell.engine.weight_sync import (
+from spell.engine.sync.broadcast import (
     SyncGroup,
     copy_into,
     plan_buckets,

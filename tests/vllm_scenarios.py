@@ -16,7 +16,7 @@ GREEDY = {"n": 1, "temperature": 0.0, "max_new_tokens": 8}
 
 
 def model_dir() -> str:
-    from spell.engine.tiny import build_tiny_model
+    from spell.engine.models.tiny import build_tiny_model
 
     return str(build_tiny_model(Path(tempfile.mkdtemp()) / "qwen2-hd64", hidden_size=256, heads=4, kv_heads=2))
 
@@ -24,7 +24,7 @@ def model_dir() -> str:
 def _policy(**kw):
     import torch
 
-    from spell.engine.learner import LearnerSettings
+    from spell.engine.learner.core import LearnerSettings
     from spell.engine.policy import Policy, PolicySpec
 
     lr = kw.pop("lr", 1e-2)
@@ -74,9 +74,9 @@ def replica() -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from spell.engine.rollout.vllm_replica import VLLMReplica
     from spell.engine.spec import PolicySpec
-    from spell.engine.vllm_replica import VLLMReplica
-    from spell.engine.weight_sync import SyncGroup, plan_buckets, send_weights, sync_tensors
+    from spell.engine.sync.broadcast import SyncGroup, plan_buckets, send_weights, sync_tensors
 
     path = model_dir()
     rep = VLLMReplica(PolicySpec(model_path=path, backend="vllm", sleep_between_phases=False, replica=True))

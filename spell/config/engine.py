@@ -30,7 +30,7 @@ class EngineConfig(_Section):
     )
     scripted_roles: list[RoleName] = _field(
         [],
-        "Roles played by rule (spell/engine/scripted.py) instead of by the model, the others generating as "
+        "Roles played by rule (spell/engine/rollout/scripted.py) instead of by the model, the others generating as "
         "usual: a controlled learning check (e.g. a rule questioner and verifier around a model responder); "
         "every role's samples are still trained on. Not for real runs.",
     )

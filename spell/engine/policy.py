@@ -16,22 +16,23 @@ from typing import Any
 
 import torch
 
-from spell.engine.checkpoint import load_optimizer_state, read_state, restore_rng, save_checkpoint
-from spell.engine.generation import Prompt, SamplingParams, free_cuda_cache, render_prompt
-from spell.engine.learner import Learner, TrainSequence
-from spell.engine.loading import (
+from spell.engine.learner.core import Learner, TrainSequence
+from spell.engine.models.checkpoint import load_optimizer_state, read_state, restore_rng, save_checkpoint
+from spell.engine.models.loading import (
     ADAPTER_DIR,
     enable_activation_checkpointing,
+    free_cuda_cache,
     load_causal_lm,
     pick_device,
     pick_dtype,
     resolve_model_path,
     wrap_lora,
 )
-from spell.engine.replicas import ReplicaEndpoint, RolloutReplicas
-from spell.engine.rollout import rollout_rows
+from spell.engine.rollout.interface import Prompt, SamplingParams, render_prompt
+from spell.engine.rollout.replicas import RolloutReplicas
+from spell.engine.rollout.rows import rollout_rows
 from spell.engine.spec import PolicySpec
-from spell.engine.weight_sync import SyncStats
+from spell.engine.sync.broadcast import ReplicaEndpoint, SyncStats
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,8 @@ class Policy:
         of the weights for generation (refreshed after every step) and for HF checkpoints."""
         if self.spec.learner_ranks <= 1 or not self.spec.trains:
             return None
-        from spell.engine.fsdp import ShardingSettings
-        from spell.engine.learner_group import LearnerGroup
+        from spell.engine.learner.fsdp import ShardingSettings
+        from spell.engine.learner.group import LearnerGroup
 
         sharded = checkpoint is not None and (Path(checkpoint) / "sharded" / ".metadata").is_file()
         return LearnerGroup(
@@ -139,7 +140,7 @@ class Policy:
         """With a sharded learner, a broadcast group rooted at its rank 0 feeds this copy after each step."""
         if self.group is None:
             return None
-        from spell.engine.learner_sync import LearnerWeightSync
+        from spell.engine.sync.sharded import LearnerWeightSync
 
         nccl = torch.cuda.is_available() and self.spec.gpus_per_rank > 0
         return LearnerWeightSync(self.group, self.model, "nccl" if nccl else "gloo")
@@ -149,12 +150,12 @@ class Policy:
         return self.spec.rollout_replicas > 1 and self.spec.learner_ranks > 1 and torch.cuda.is_available()
 
     def _make_generator(self) -> Any:
-        if self.spec.backend == "scripted":  # test double for pipeline tests (see spell.engine.scripted)
-            from spell.engine.scripted import ScriptedGenerator
+        if self.spec.backend == "scripted":  # test double for pipeline tests (see spell.engine.rollout.scripted)
+            from spell.engine.rollout.scripted import ScriptedGenerator
 
             return ScriptedGenerator(self.tokenizer)
         if self.spec.backend == "vllm":
-            from spell.engine.vllm_backend import VLLMGenerator
+            from spell.engine.rollout.vllm_backend import VLLMGenerator
 
             return VLLMGenerator(
                 self.model,
@@ -167,7 +168,7 @@ class Policy:
                 dtype=self.dtype,
                 base_path=self.base_path,
             )
-        from spell.engine.hf_backend import TransformersGenerator
+        from spell.engine.rollout.hf_backend import TransformersGenerator
 
         return TransformersGenerator(
             self.model,
@@ -182,7 +183,7 @@ class Policy:
         """Rule-played roles beside the model's (`engine.scripted_roles`): controlled learning checks."""
         if not self.spec.scripted_roles or self.spec.backend == "scripted":
             return None
-        from spell.engine.scripted import ScriptedGenerator
+        from spell.engine.rollout.scripted import ScriptedGenerator
 
         return ScriptedGenerator(self.tokenizer, garbage_rate=0.0)
 

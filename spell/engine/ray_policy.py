@@ -22,7 +22,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from spell.engine.checkpoint import latest_checkpoint, read_state
+from spell.engine.models.checkpoint import latest_checkpoint, read_state
 from spell.engine.policy import Policy, PolicySpec
 
 NAMESPACE = "spell"
@@ -146,7 +146,7 @@ def policy_actor(
     `checkpoint_root`, else from `initial_checkpoint`, else from the base model."""
     import ray
 
-    from spell.engine.learner_group import check_layout, rollout_gpus
+    from spell.engine.placement import check_layout, rollout_gpus
 
     ckpt = latest_checkpoint(checkpoint_root) if checkpoint_root else None
     ckpt = ckpt or initial_checkpoint

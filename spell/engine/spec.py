@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from spell.engine.learner import LearnerSettings
+from spell.engine.learner.core import LearnerSettings
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class PolicySpec:
     cache_dir: str = ""
     threads: int = 0  # torch CPU threads; 0 = every core of the machine
     train: bool = True  # False: generation only (evaluation), weights kept in the compute dtype
-    scripted_roles: tuple[str, ...] = ()  # roles played by rule instead of the model (spell.engine.scripted)
+    scripted_roles: tuple[str, ...] = ()  # roles played by rule instead of the model (spell.engine.rollout.scripted)
     # scale (engine section): sharded learner group and vLLM settings
     learner_ranks: int = 1
     gpus_per_rank: float = 1.0

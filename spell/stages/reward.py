@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from spell.batch import usable
 from spell.calibration import Calibration, decisive_label, verifier_calibration
 from spell.config import SpellConfig
 from spell.rewards import (
@@ -49,13 +51,39 @@ def _reward_row(
     return row
 
 
-def round_calibration(responses: Sequence[Row], votes: dict[str, list[int]], cfg: SpellConfig) -> Calibration:
+@dataclass(frozen=True)
+class Votes:
+    """A round's verifier votes per response, in verdict order, built once from its verdict rows and shared
+    by the calibration and the rewards."""
+
+    by_response: dict[str, list[int]]
+    verdict_ids: dict[str, list[str]]
+
+    @classmethod
+    def of(cls, verdicts: Sequence[Row]) -> Votes:
+        votes: dict[str, list[int]] = defaultdict(list)
+        verdict_ids: dict[str, list[str]] = defaultdict(list)
+        for v in verdicts:
+            votes[v["response_id"]].append(int(v["vote"]))
+            verdict_ids[v["response_id"]].append(v["verdict_id"])
+        return cls(dict(votes), dict(verdict_ids))
+
+    def parsable(self) -> dict[str, bool]:
+        """verdict_id -> whether its vote could be read (YES or NO)."""
+        return {
+            vid: vote in (0, 1)
+            for rid, vs in self.by_response.items()
+            for vid, vote in zip(self.verdict_ids[rid], vs, strict=True)
+        }
+
+
+def round_calibration(responses: Sequence[Row], votes: Votes, cfg: SpellConfig) -> Calibration:
     """The round's verifier majorities against the decisive rule checks (and whether the verifier collapsed)."""
     g = cfg.guards
     samples = [
-        (r["task"], r["prediction"], float(r["rule_score"]), majority_vote(votes[r["response_id"]]))
+        (r["task"], r["prediction"], float(r["rule_score"]), majority_vote(votes.by_response[r["response_id"]]))
         for r in responses
-        if votes.get(r["response_id"])
+        if votes.by_response.get(r["response_id"])
     ]
     return verifier_calibration(samples, g.collapse_false_yes, g.collapse_min_decisive, g.verifier_collapse)
 
@@ -64,7 +92,7 @@ def reward_rows(
     questions: Sequence[Row],
     grounding: Sequence[Row],
     responses: Sequence[Row],
-    verdicts: Sequence[Row],
+    votes: Votes,
     cfg: SpellConfig,
     calibration: Calibration | None = None,
 ) -> list[Row]:
@@ -74,11 +102,6 @@ def reward_rows(
     verifier group trains only on a decisive rule label, each vote rewarded for matching it.
     """
     grounded = grounded_questions(grounding)
-    votes: dict[str, list[int]] = defaultdict(list)
-    verdict_ids: dict[str, list[str]] = defaultdict(list)
-    for v in verdicts:
-        votes[v["response_id"]].append(int(v["vote"]))
-        verdict_ids[v["response_id"]].append(v["verdict_id"])
     collapsed = bool(calibration and calibration.collapsed)
     by_question: dict[str, list[float]] = defaultdict(list)
     cluster = {q["question_id"]: q["cluster_id"] for q in questions}
@@ -89,7 +112,7 @@ def reward_rows(
     if collapsed:
         combine = "rule"
     for r in responses:
-        vs = votes.get(r["response_id"])
+        vs = votes.by_response.get(r["response_id"])
         maj = majority_vote(vs) if vs else None
         reward = responder_reward(r["rule_score"], maj, combine)
         by_question[r["question_id"]].append(reward)
@@ -107,7 +130,7 @@ def reward_rows(
                     vs, maj, r["rule_score"], vc.agreement_low, vc.agreement_high, vc.label
                 )
             agreement = verifier_agreement(vs, label)
-            for vid, rew in zip(verdict_ids[r["response_id"]], verifier_rewards(vs, label), strict=True):
+            for vid, rew in zip(votes.verdict_ids[r["response_id"]], verifier_rewards(vs, label), strict=True):
                 out.append(
                     _reward_row(
                         r,
@@ -153,14 +176,14 @@ def reward_rows(
             )
         )
     if cfg.reward.format_only:
-        _format_only(out, responses, verdicts)
+        _format_only(out, responses, votes)
     return out
 
 
-def _format_only(rows: list[Row], responses: Sequence[Row], verdicts: Sequence[Row]) -> None:
+def _format_only(rows: list[Row], responses: Sequence[Row], votes: Votes) -> None:
     """The format-only control (`reward.format_only`): rewards for well-formed outputs, nothing else."""
     answer_ok = {r["response_id"]: r.get("status", "ok") == "ok" and r["prediction"] is not None for r in responses}
-    vote_ok = {v["verdict_id"]: int(v["vote"]) in (0, 1) for v in verdicts}
+    vote_ok = votes.parsable()
     for row in rows:
         if row["role"] == "responder":
             row["reward"] = 1.0 if answer_ok[row["sample_id"]] else 0.0
@@ -172,8 +195,9 @@ def _format_only(rows: list[Row], responses: Sequence[Row], verdicts: Sequence[R
 
 
 def usable_group_count(rewards: Sequence[Row], dynamic: bool = True) -> int:
-    groups: dict[str, set[float]] = defaultdict(set)
+    """Usable responder groups among a round's reward rows (`spell.batch.usable`)."""
+    groups: dict[str, list[float]] = defaultdict(list)
     for r in rewards:
         if r["role"] == "responder":
-            groups[r["group_id"]].add(float(r["reward"]))
-    return sum(1 for vals in groups.values() if not dynamic or len(vals) > 1)
+            groups[r["group_id"]].append(float(r["reward"]))
+    return sum(1 for vals in groups.values() if usable(vals, dynamic))

@@ -10,9 +10,9 @@ from typing import Any, Protocol
 
 import torch
 
-from spell.engine.generation import min_padding_batches
-from spell.engine.packing import pack_first_fit, packed_row
-from spell.engine.shared_prefix import prefix_units, shared_row, unit_tokens
+from spell.engine.batching import min_padding_batches, pack_first_fit
+from spell.engine.learner.packing import packed_row
+from spell.engine.learner.shared_prefix import prefix_units, shared_row, unit_tokens
 
 PADDED, PACKED, SHARED = "padded", "packed", "shared"
 

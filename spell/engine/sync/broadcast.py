@@ -199,3 +199,17 @@ __all__ = [
     "send_weights",
     "sync_tensors",
 ]
+
+
+class ReplicaEndpoint:
+    """A receiver's end of a weight-sync group: each broadcast goes straight into its model's weights (cast
+    there when the wire dtype differs from the weights')."""
+
+    def __init__(self, address: tuple[str, int], rank: int, world: int, backend: str, plan: list[list[TensorMeta]],
+                 wire: str):  # fmt: skip
+        self.group = SyncGroup(tuple(address), rank, world, backend).connect()  # type: ignore[arg-type]
+        self.plan, self.wire = plan, getattr(torch, wire)
+
+    def receive(self, model: torch.nn.Module) -> SyncStats:
+        tensors = sync_tensors(model)
+        return receive_weights(self.group, self.plan, self.wire, copy_into(tensors))

@@ -26,7 +26,7 @@ from itertools import pairwise
 from typing import Any
 
 from spell import faults
-from spell.engine.generation import FINISH_STOP, Completion, Prompt, SamplingParams, render_prompt
+from spell.engine.rollout.interface import FINISH_STOP, Completion, Prompt, SamplingParams, render_prompt
 from spell.text import normalize_answer
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]{2,}|\d+(?:\.\d+)?")

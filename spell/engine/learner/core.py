@@ -2,7 +2,7 @@
 optimizer step out (paper §3.4, Eq. 10-12; spec Part A 'loss').
 
 Sequences are grouped into micro-batches by a token budget (length-sorted, so padding stays small; or
-packed into rows without padding when `packing` is on, see `spell.engine.packing`). The token-mean
+packed into rows without padding when `packing` is on, see `spell.engine.learner.packing`). The token-mean
 loss is normalised by the response tokens of the *whole* batch so gradient accumulation equals one
 big batch, then AdamW takes a single clipped step. A non-finite loss or gradient skips the step and
 leaves the weights untouched.
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from spell.engine.layouts import PACKED, PADDED, SHARED, micro_batches, padded_batch, row_batch
+from spell.engine.learner.layouts import PACKED, PADDED, SHARED, micro_batches, padded_batch, row_batch
 from spell.loss import LossStats, policy_loss, sequence_logprobs, token_logprobs
 
 
@@ -53,9 +53,9 @@ class LearnerSettings:
     kl_coef: float = 0.0
     token_budget: int = 8192
     packing: bool = False
-    sequence_parallel: int = 1  # ranks sharing each sequence (Ulysses, see spell.engine.ulysses)
+    sequence_parallel: int = 1  # ranks sharing each sequence (Ulysses, see spell.engine.learner.ulysses)
     temperature: float = 1.0  # the rollout temperature: log-probs are those of softmax(logits / T)
-    shared_prefix: bool = False  # the answers of one prompt over one copy of it (spell.engine.shared_prefix)
+    shared_prefix: bool = False  # the answers of one prompt over one copy of it (spell.engine.learner.shared_prefix)
 
 
 class Learner:
@@ -143,7 +143,7 @@ class Learner:
         row, dev = b["packed"], self.device
         mask = row["attention_mask"]
         if isinstance(mask, tuple):  # (block ids, answer ids): the mask is built on the model's device
-            from spell.engine.shared_prefix import device_mask
+            from spell.engine.learner.shared_prefix import device_mask
 
             dtype = self.autocast_dtype or next(model.parameters()).dtype
             mask = device_mask(*mask, self._attn_impl, dev, dtype)
@@ -259,7 +259,7 @@ class Learner:
         """This rank's slice of the micro-batch through the model (attention exchanges the rest)."""
         import torch.distributed as dist
 
-        from spell.engine import ulysses
+        from spell.engine.learner import ulysses
 
         s, dev = self.settings, self.device
         if self.ref_model is not None and s.kl_coef > 0:

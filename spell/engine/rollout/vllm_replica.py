@@ -3,7 +3,7 @@
 A replica used to be a whole `Policy`: a full Hugging Face copy of the model (in host memory, ~15 GB at 7B
 in bf16) beside its vLLM engine, only to start vLLM from a snapshot of it and to receive every push into
 it before loading it into vLLM. This one starts vLLM from the checkpoint folder (or the base model) and
-each vLLM worker joins the trainer's broadcast group itself (`spell.engine.vllm_worker`), so a push goes
+each vLLM worker joins the trainer's broadcast group itself (`spell.engine.sync.vllm_worker`), so a push goes
 bucket by bucket straight into vLLM's in-place reload. Ray actor API as `Policy`'s replica subset.
 """
 
@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from spell.engine.generation import Prompt, SamplingParams, free_cuda_cache, render_prompt
-from spell.engine.rollout import rollout_rows
+from spell.engine.models.loading import free_cuda_cache
+from spell.engine.rollout.interface import Prompt, SamplingParams, render_prompt
+from spell.engine.rollout.rows import rollout_rows
 from spell.engine.spec import PolicySpec
 
 
@@ -23,8 +24,8 @@ class VLLMReplica:
     def __init__(self, spec: PolicySpec | dict[str, Any], checkpoint: str | None = None):
         from transformers import AutoTokenizer
 
-        from spell.engine.loading import pick_device, pick_dtype, resolve_model_path
-        from spell.engine.vllm_backend import VLLMGenerator
+        from spell.engine.models.loading import pick_device, pick_dtype, resolve_model_path
+        from spell.engine.rollout.vllm_backend import VLLMGenerator
 
         self.spec = spec if isinstance(spec, PolicySpec) else PolicySpec.from_dict(spec)
         assert self.spec.lora_rank == 0, "rollout replicas train no adapter (config refuses LoRA with replicas)"
@@ -44,7 +45,7 @@ class VLLMReplica:
         )
         self.scripted: Any = None
         if self.spec.scripted_roles:
-            from spell.engine.scripted import ScriptedGenerator
+            from spell.engine.rollout.scripted import ScriptedGenerator
 
             self.scripted = ScriptedGenerator(self.tokenizer, garbage_rate=0.0)
         self._asleep = self._kv_asleep = False

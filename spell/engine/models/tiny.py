@@ -4,7 +4,7 @@ No hub: a byte-level BPE tokenizer is trained on a few sentences, given a ChatML
 saved beside a small Qwen2 or Llama model with random weights, so it loads through the same
 `from_pretrained` path as a real model.
 
-    python -m spell.engine.tiny /tmp/tiny-qwen2       # build one by hand
+    python -m spell.engine.models.tiny /tmp/tiny-qwen2       # build one by hand
 """
 
 from __future__ import annotations

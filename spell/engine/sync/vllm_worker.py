@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-EXTENSION = "spell.engine.vllm_worker.SpellWorkerExtension"
+EXTENSION = "spell.engine.sync.vllm_worker.SpellWorkerExtension"
 
 
 class SpellWorkerExtension:
@@ -31,14 +31,14 @@ class SpellWorkerExtension:
         worker receives every bucket itself, so no process holds the weights on the engine's behalf."""
         import torch
 
-        from spell.engine.weight_sync import SyncGroup
+        from spell.engine.sync.broadcast import SyncGroup
 
         rank = first_rank + int(getattr(self, "rank", 0) or 0)
         self._spell_sync = (SyncGroup(tuple(address), rank, world, backend).connect(), plan, getattr(torch, wire))
 
     def spell_receive_weights(self) -> dict[str, float]:
         """One broadcast, bucket by bucket, straight into the in-place reload (it loads as it reads)."""
-        from spell.engine.weight_sync import SyncStats, iter_received
+        from spell.engine.sync.broadcast import SyncStats, iter_received
 
         group, plan, wire = self._spell_sync
         stats = SyncStats()

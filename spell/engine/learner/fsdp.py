@@ -15,15 +15,14 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from spell.engine.learner import Learner, LearnerSettings, TrainSequence
-from spell.engine.learner_sync import LearnerSender
+from spell.engine.learner.core import Learner, LearnerSettings, TrainSequence
+from spell.engine.sync.sharded import LearnerSender
 
 MIXED_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -50,18 +49,6 @@ class ShardingSettings:
             raise ValueError(
                 f"sequence_parallel={self.sequence_parallel} must divide the learner's world size {self.world_size}"
             )
-
-
-def split_by_tokens(lengths: Sequence[int], world: int) -> list[list[int]]:
-    """Indices per rank, balanced by tokens: longest first, each to the least-loaded rank (ties: lower
-    rank). Deterministic, so a re-applied step after a crash splits the batch the same way."""
-    parts: list[list[int]] = [[] for _ in range(world)]
-    load = [0] * world
-    for i in sorted(range(len(lengths)), key=lambda k: (-lengths[k], k)):
-        r = min(range(world), key=lambda j: (load[j], j))
-        parts[r].append(i)
-        load[r] += lengths[i]
-    return [sorted(p) for p in parts]
 
 
 def shard_units(model: torch.nn.Module) -> list[str]:
@@ -130,7 +117,7 @@ class ShardedLearnerWorker:
         import torch.distributed as dist
         from transformers import AutoModelForCausalLM
 
-        from spell.engine.loading import attention_implementation, enable_activation_checkpointing
+        from spell.engine.models.loading import attention_implementation, enable_activation_checkpointing
 
         cuda = torch.cuda.is_available()
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port))
@@ -145,7 +132,7 @@ class ShardedLearnerWorker:
         attn = attention_implementation(torch.device("cuda" if cuda else "cpu"))
         sp = self.sharding.sequence_parallel
         if sp > 1:
-            from spell.engine import ulysses
+            from spell.engine.learner import ulysses
 
             for g in range(self.sharding.world_size // sp):  # every rank creates every group, in order
                 group = dist.new_group(list(range(g * sp, (g + 1) * sp)))
@@ -194,7 +181,7 @@ class ShardedLearnerWorker:
         return sd if self.rank == 0 else None
 
     def host_weight_sync(self, world: int, backend: str) -> tuple[str, int]:
-        """Rank 0: the store of the weight-sync group with the rollout copies (spell.engine.learner_sync)."""
+        """Rank 0: the store of the weight-sync group with the rollout copies (spell.engine.sync.sharded)."""
         import ray
 
         return self._sender.host(ray.util.get_node_ip_address(), world, backend)
@@ -286,5 +273,4 @@ __all__ = [
     "apply_fsdp",
     "export_checkpoint",
     "shard_units",
-    "split_by_tokens",
 ]

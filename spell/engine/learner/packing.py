@@ -3,7 +3,7 @@
 Each packed row restarts position ids per sequence, and attention is kept inside each sequence: with
 flash-attn the position ids alone select its variable-length kernel; otherwise the row carries one block
 id per token and the learner builds the block-diagonal causal mask on the model's device
-(`spell.engine.shared_prefix.device_mask`: block-sparse under flex_attention, boolean for SDPA).
+(`spell.engine.learner.shared_prefix.device_mask`: block-sparse under flex_attention, boolean for SDPA).
 Only the positions that predict response tokens reach the LM head.
 """
 
@@ -13,26 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-
-
-def pack_first_fit(lengths: Sequence[int], budget: int) -> list[list[int]]:
-    """Rows of sequence indices whose lengths add up to at most `budget` (first-fit decreasing).
-
-    A sequence longer than the budget gets a row of its own. Deterministic: ties keep input order.
-    """
-    rows: list[list[int]] = []
-    room: list[int] = []
-    for i in sorted(range(len(lengths)), key=lambda k: (-lengths[k], k)):
-        n = lengths[i]
-        for r, free in enumerate(room):
-            if n <= free:
-                rows[r].append(i)
-                room[r] -= n
-                break
-        else:
-            rows.append([i])
-            room.append(max(budget - n, 0))
-    return rows
 
 
 def block_ids(seq_lengths: Sequence[int]) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""Generation: the backends (transformers, vLLM, scripted), rollout rows, and the replicas that share a call."""
