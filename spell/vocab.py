@@ -37,7 +37,16 @@ GUARDS: tuple[str, ...] = QUESTION_GUARDS + RESPONSE_GUARDS
 QUESTION_STATUSES: tuple[str, ...] = ("ok", "bad_format", "invalid", "truncated", "rejected")
 
 # Stage files: one per round (dynamic sampling repeats these), one per iteration; in pipeline order.
-ROUND_STAGES: tuple[str, ...] = ("prompts", "questions", "grounding", "responses", "verdicts", "rewards", "calibration")
+ROUND_STAGES: tuple[str, ...] = (
+    "prompts",
+    "questions",
+    "grounding",
+    "responder_prompts",
+    "responses",
+    "verdicts",
+    "rewards",
+    "calibration",
+)
 ITERATION_STAGES: tuple[str, ...] = ("batch", "train_metrics", "rejects")
 # The Prefect tasks of one iteration, in order (tasks/<name>.py each).
 ROUND_TASKS: tuple[str, ...] = ("sample_docs", "question", "respond", "verify", "reward")

@@ -1,6 +1,7 @@
 """Parquet schemas of every stage artifact, defined once. Ids join them:
 
-prompts.prompt_id = questions.question_id = grounding.question_id = responses.question_id;
+prompts.prompt_id = questions.question_id = grounding.question_id = responder_prompts.question_id =
+responses.question_id (a question's responder prompt is stored once, in `responder_prompts`);
 responses.response_id = verdicts.response_id; rewards.sample_id is a question_id, response_id or
 verdict_id depending on `role`; batch rows point at the same sample ids.
 """
@@ -9,18 +10,20 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from spell.vocab import ITERATION_STAGES, ROUND_STAGES
+
 _ids = [
     ("run", pa.string()),
     ("iteration", pa.int32()),
     ("round", pa.int32()),
 ]
-_tokens = [
-    ("prompt_ids", pa.list_(pa.int32())),
+_generated = [
     ("response_ids", pa.list_(pa.int32())),
     ("finish_reason", pa.string()),
     ("prompt_tokens", pa.int32()),
     ("response_tokens", pa.int32()),
 ]
+_tokens = [("prompt_ids", pa.list_(pa.int32())), *_generated]
 
 SCHEMAS: dict[str, pa.Schema] = {
     "prompts": pa.schema(
@@ -66,6 +69,15 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("finish_reason", pa.string()),
         ]
     ),
+    "responder_prompts": pa.schema(
+        _ids
+        + [
+            ("question_id", pa.string()),
+            ("task", pa.string()),
+            ("prompt_ids", pa.list_(pa.int32())),
+            ("prompt_tokens", pa.int32()),
+        ]
+    ),
     "responses": pa.schema(
         _ids
         + [
@@ -79,7 +91,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("status", pa.string()),  # ok | unparsed | rejected (a reward-hacking guard; see `reason`)
             ("reason", pa.string()),
         ]
-        + _tokens
+        + _generated  # the prompt's ids are the question's, in responder_prompts
     ),
     "verdicts": pa.schema(
         _ids
@@ -232,5 +244,4 @@ SCHEMAS["eval_tasks"] = pa.schema(
     ]
 )
 
-ROUND_STAGES = ("prompts", "questions", "grounding", "responses", "verdicts", "rewards", "calibration")
-ITERATION_STAGES = ("batch", "train_metrics", "rejects")
+__all__ = ["ITERATION_STAGES", "ROUND_STAGES", "SCHEMAS"]

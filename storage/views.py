@@ -20,6 +20,7 @@ VIEWS = (
     "prompts",
     "questions",
     "grounding",
+    "responder_prompts",
     "responses",
     "verdicts",
     "rewards",

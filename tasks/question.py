@@ -44,7 +44,7 @@ def question(ctx: StageContext, rnd: int, corpus: Corpus | None = None) -> dict[
             prompts,
             rollouts,
             ctx.cfg,
-            lambda s: call(actor, "count_tokens", [s])[0],
+            lambda texts: call(actor, "count_tokens", texts),
             lambda p: [docs[p["cluster_id"]].documents[i] for i in p["doc_indices"]] if docs else [],
         )
         write_rows(out, "questions", rows)

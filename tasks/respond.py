@@ -12,6 +12,7 @@ from spell.stages.respond import (
     grounded_questions,
     grounding_requests,
     grounding_rows,
+    responder_prompt_rows,
     responder_requests,
     response_rows,
 )
@@ -25,7 +26,7 @@ from tasks.sampling import prefills, sampling
 @task(name="respond", task_run_name="respond-i{ctx.iteration}-r{rnd}", retries=2, retry_delay_seconds=5)
 def respond(ctx: StageContext, rnd: int, corpus: Corpus) -> dict[str, Any]:
     src = ctx.file("questions", rnd)
-    out_g, out_r = ctx.file("grounding", rnd), ctx.file("responses", rnd)
+    out_g, out_p, out_r = ctx.file("grounding", rnd), ctx.file("responder_prompts", rnd), ctx.file("responses", rnd)
     cfg = ctx.cfg
 
     def compute() -> dict[str, Any]:
@@ -49,6 +50,7 @@ def respond(ctx: StageContext, rnd: int, corpus: Corpus) -> dict[str, Any]:
         grounded = grounded_questions(grounding)
         reqs = responder_requests(questions, grounded, corpus, cfg.grounding.enabled)
         rows: list[dict[str, Any]] = []
+        prompt_rows: list[dict[str, Any]] = []
         too_long = 0
         if reqs:
             ro = generate(
@@ -68,7 +70,9 @@ def respond(ctx: StageContext, rnd: int, corpus: Corpus) -> dict[str, Any]:
                 if x["completions"][0]["finish_reason"] != "prompt_too_long"
             ]
             rows = response_rows([q for q, _ in kept], [x for _, x in kept], GuardSwitches(cfg.guards.enabled()))
+            prompt_rows = responder_prompt_rows([q for q, _ in kept], [x for _, x in kept])
         write_rows(out_g, "grounding", grounding)
+        write_rows(out_p, "responder_prompts", prompt_rows)
         write_rows(out_r, "responses", rows)
         return {
             "path": str(out_r),
@@ -81,4 +85,4 @@ def respond(ctx: StageContext, rnd: int, corpus: Corpus) -> dict[str, Any]:
             "guard_placeholder_answer": sum(1 for r in rows if r["status"] == "rejected"),
         }
 
-    return run_stage(ctx, f"respond_r{rnd:02d}", [src], [out_g, out_r], compute)
+    return run_stage(ctx, f"respond_r{rnd:02d}", [src], [out_g, out_p, out_r], compute)

@@ -7,7 +7,7 @@ from typing import Any
 from prefect import task
 
 from spell import faults
-from spell.stages.select_batch import batch_rows
+from spell.stages.select_batch import batch_rows, sample_tokens
 from storage.io import read_rows, write_rows
 from tasks.context import StageContext
 from tasks.runner import run_stage
@@ -15,7 +15,8 @@ from tasks.runner import run_stage
 
 @task(name="select-batch", task_run_name="select-batch-i{ctx.iteration}")
 def select_batch(ctx: StageContext, rounds: int) -> dict[str, Any]:
-    srcs = [ctx.file(k, r) for r in range(1, rounds + 1) for k in ("rewards", "questions", "responses", "verdicts")]
+    kinds = ("rewards", "questions", "responder_prompts", "responses", "verdicts")
+    srcs = [ctx.file(k, r) for r in range(1, rounds + 1) for k in kinds]
     out = ctx.file("batch")
 
     def compute() -> dict[str, Any]:
@@ -23,13 +24,7 @@ def select_batch(ctx: StageContext, rounds: int) -> dict[str, Any]:
         tokens: dict[str, tuple[list[int], list[int]]] = {}
         for r in range(1, rounds + 1):
             rewards += read_rows(ctx.file("rewards", r))
-            for kind, id_col in (
-                ("questions", "question_id"),
-                ("responses", "response_id"),
-                ("verdicts", "verdict_id"),
-            ):
-                for row in read_rows(ctx.file(kind, r)):
-                    tokens[row[id_col]] = (row["prompt_ids"], row["response_ids"])
+            tokens.update(sample_tokens(*(ctx.read(k, r) for k in kinds[1:])))
         rows = batch_rows(rewards, tokens, ctx.cfg, ctx.layout.run, ctx.iteration)
         if faults.negate_advantages():  # the negative control of the learning test
             rows = [{**r, "advantage": -r["advantage"]} for r in rows]

@@ -112,12 +112,12 @@ def _question_row(text: str, task: str = "docmath_qa") -> tuple[dict, dict]:
 def test_question_rows_record_a_rejection_and_the_reward_penalises_it():
     cfg = load_config(None, ["guards.template_answer=true", "guards.rejected_reward=-0.75"])
     p, ro = _question_row('```json\n{"question": "How much did revenue grow in percent?", "answer": 12.5}\n```')
-    (row,) = question_rows([p], [ro], cfg, lambda s: len(s.split()), lambda _: DOCS)
+    (row,) = question_rows([p], [ro], cfg, lambda ss: [len(s.split()) for s in ss], lambda _: DOCS)
     assert row["status"] == "rejected" and row["reason"].startswith("guard template_answer:")
     assert row["responder_question"] is None  # never reaches the responder
     (reward,) = [r for r in reward_rows([row], [], [], Votes.of([]), cfg) if r["role"] == "questioner"]
     assert (reward["case"], reward["reward"]) == ("rejected", -0.75)
-    off = question_rows([p], [ro], load_config(None, []), lambda s: len(s.split()), lambda _: DOCS)
+    off = question_rows([p], [ro], load_config(None, []), lambda ss: [len(s.split()) for s in ss], lambda _: DOCS)
     assert off[0]["status"] == "ok" and off[0]["answer"] == "12.5"  # the paper's behaviour
 
 
@@ -201,3 +201,23 @@ def test_question_word_opening_is_part_of_the_prefill():
     assert prompts.prefill_questioner("docmath_qa", "question_word").endswith('{"question": "How much')
     with pytest.raises(ValueError, match="questioner_opening"):
         load_config(None, ["rollout.questioner_opening=what"])
+
+
+def test_question_rows_count_every_answer_in_one_call():
+    """The questioner's answer lengths are counted in one actor round trip per round, with the same statuses
+    a per-proposal count gives (an answer over questioner.max_answer_tokens is invalid)."""
+    cfg = load_config(None, ["questioner.max_answer_tokens=3"])
+    answers = ["Paris", "the old town of Varnholt", "Paris", "1932"]
+    rows = []
+    for i, a in enumerate(answers):
+        p, ro = _question_row(f'```json\n{{"question": "What is it?", "answer": "{a}"}}\n```', "doc_general_qa")
+        rows.append(({**p, "prompt_id": f"q{i}"}, ro))
+    calls: list[list[str]] = []
+
+    def count(texts: list[str]) -> list[int]:
+        calls.append(list(texts))
+        return [len(s.split()) for s in texts]
+
+    out = question_rows([p for p, _ in rows], [ro for _, ro in rows], cfg, count, lambda _: DOCS)
+    assert calls == [["Paris", "the old town of Varnholt", "1932"]]
+    assert [r["status"] for r in out] == ["ok", "invalid", "ok", "ok"]

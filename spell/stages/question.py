@@ -13,23 +13,43 @@ from spell.roles import questioner
 from spell.stages.common import Row, ids, token_cols
 
 
+def _token_counts(
+    prompt_rows: Sequence[Row], rollouts: Sequence[Row], max_tokens: int, count: Callable[[list[str]], list[int]]
+) -> dict[str, int]:
+    """Every answer the parse will measure in tokens, counted in one call (one actor round trip per round,
+    not one per proposal): a first parse only records what it asks."""
+    asked: list[str] = []
+
+    def record(s: str) -> int:
+        asked.append(s)
+        return 0
+
+    for p, ro in zip(prompt_rows, rollouts, strict=True):
+        c = ro["completions"][0]
+        if c["finish_reason"] != "prompt_too_long":
+            questioner.parse(p["task"], c["text"], record, max_tokens)
+    unique = list(dict.fromkeys(asked))
+    return dict(zip(unique, count(unique), strict=True)) if unique else {}
+
+
 def question_rows(
     prompt_rows: Sequence[Row],
     rollouts: Sequence[Row],
     cfg: SpellConfig,
-    count_tokens: Callable[[str], int],
+    count_tokens: Callable[[list[str]], list[int]],
     shown_documents: Callable[[Row], list[str]] | None = None,
 ) -> list[Row]:
     """Parse one questioner sample per prompt into a question with a status (ok/bad_format/invalid/truncated,
     or rejected by a reward-hacking guard, `guards.*`, which reads the documents the prompt showed)."""
     switches = GuardSwitches(cfg.guards.enabled())
+    counts = _token_counts(prompt_rows, rollouts, cfg.questioner.max_answer_tokens, count_tokens)
     out = []
     for p, ro in zip(prompt_rows, rollouts, strict=True):
         c = ro["completions"][0]
         if c["finish_reason"] == "prompt_too_long":
             parsed = questioner.ParsedQuestion("invalid", "questioner prompt too long")
         else:
-            parsed = questioner.parse(p["task"], c["text"], count_tokens, cfg.questioner.max_answer_tokens)
+            parsed = questioner.parse(p["task"], c["text"], counts.__getitem__, cfg.questioner.max_answer_tokens)
         if parsed.ok and switches.enabled and parsed.question is not None and parsed.answer is not None:
             docs = shown_documents(p) if shown_documents else []
             why = question_guard(p["task"], parsed.question, parsed.answer, parsed.options, docs, switches)

@@ -81,7 +81,22 @@ def response_rows(
                     "rule_score": task_types.rule_score(q["task"], pred, q["answer"]),
                     "status": status,
                     "reason": why or "",
-                    **token_cols(ro["prompt_ids"], c),
+                    **{k: v for k, v in token_cols(ro["prompt_ids"], c).items() if k != "prompt_ids"},
                 }
             )
     return out
+
+
+def responder_prompt_rows(requests: Sequence[tuple[Row, str]], rollouts: Sequence[Row]) -> list[Row]:
+    """One row per answered question: the responder prompt's token ids, shared by its G answers (stored once
+    here; a response row joins it through question_id)."""
+    return [
+        {
+            **ids(q["run"], q["iteration"], q["round"]),
+            "question_id": q["question_id"],
+            "task": q["task"],
+            "prompt_ids": ro["prompt_ids"],
+            "prompt_tokens": ro["completions"][0]["prompt_tokens"] if ro["completions"] else len(ro["prompt_ids"]),
+        }
+        for (q, _), ro in zip(requests, rollouts, strict=True)
+    ]

@@ -12,6 +12,17 @@ from spell.config import SpellConfig
 from spell.stages.common import Row, stage_seed
 
 
+def sample_tokens(
+    questions: Sequence[Row], responder_prompts: Sequence[Row], responses: Sequence[Row], verdicts: Sequence[Row]
+) -> dict[str, tuple[list[int], list[int]]]:
+    """(prompt ids, response ids) per sample id of a round; a response's prompt is its question's, stored once."""
+    tokens = {q["question_id"]: (q["prompt_ids"], q["response_ids"]) for q in questions}
+    prompt = {p["question_id"]: p["prompt_ids"] for p in responder_prompts}
+    tokens.update({r["response_id"]: (prompt[r["question_id"]], r["response_ids"]) for r in responses})
+    tokens.update({v["verdict_id"]: (v["prompt_ids"], v["response_ids"]) for v in verdicts})
+    return tokens
+
+
 def batch_rows(
     rewards: Sequence[Row], tokens: dict[str, tuple[list[int], list[int]]], cfg: SpellConfig, run: str, iteration: int
 ) -> list[Row]:
