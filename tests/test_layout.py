@@ -180,7 +180,9 @@ def test_both_replica_kinds_implement_the_replica_protocol():
     assert len(wanted) == 9
     for cls in (Policy, VLLMReplica):
         for name, sig in wanted.items():
-            assert list(inspect.signature(getattr(cls, name)).parameters) == list(sig.parameters), (cls, name)
+            # ray.remote(cls), once run in this process, adds its own tracing parameter to the class's methods
+            params = [p for p in inspect.signature(getattr(cls, name)).parameters if p != "_ray_trace_ctx"]
+            assert params == list(sig.parameters), (cls, name)
 
 
 NEW_TASK_TYPE = """
