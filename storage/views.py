@@ -16,22 +16,7 @@ import pyarrow as pa
 
 from storage.schemas import ITERATION_STAGES, ROUND_STAGES, SCHEMAS
 
-VIEWS = (
-    "prompts",
-    "questions",
-    "grounding",
-    "responder_prompts",
-    "responses",
-    "verdicts",
-    "rewards",
-    "calibration",
-    "batch",
-    "train_metrics",
-    "rejects",
-    "eval_samples",
-    "eval_questions",
-    "eval_tasks",
-)
+VIEWS = (*ROUND_STAGES, *ITERATION_STAGES, "eval_samples", "eval_questions", "eval_tasks")
 
 
 def _glob(runs_dir: Path, kind: str, run: str | None) -> str:
