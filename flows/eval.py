@@ -115,7 +115,7 @@ def evaluate(
         f"model: `{model}`",
         "",
         f"samples per question: {cfg.eval.n_samples}, max input tokens: {cfg.eval.max_input_tokens}, "
-        f"judge: {cfg.eval.judge}",
+        f"judge: {cfg.eval.judge}, scorer: {cfg.eval.scorer} (eval.scorer)",
         "",
         "```",
         table,

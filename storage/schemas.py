@@ -240,6 +240,7 @@ SCHEMAS["eval_tasks"] = pa.schema(
         ("rule", pa.float64()),
         ("judge", pa.float64()),
         ("judge_failures", pa.int32()),
+        ("scorer", pa.string()),  # eval.scorer: released (the released SPELL evaluation's reading) or spell
         *_PASS,
     ]
 )

@@ -128,3 +128,4 @@ def test_eval_flow_on_tiny_model(prefect_api, tiny_model_dir, tmp_path):
     ] == [0]
     con = open_history(tmp_path / "runs")
     assert con.execute("SELECT count(DISTINCT benchmark) FROM eval_tasks").fetchone()[0] == 6
+    assert con.execute("SELECT DISTINCT scorer FROM eval_tasks").fetchall() == [("released",)]  # the default

@@ -35,4 +35,11 @@ class EvalConfig(_Section):
     judge_timeout: float = _field(60.0, "Seconds per judge request.", gt=0)
     judge_retries: int = _field(4, "Retries of a failed judge request (backoff doubles each time).", ge=0)
     judge_all: bool = _field(False, "Also judge samples the rule already scores correct (official: off).")
+    scorer: Literal["released", "spell"] = _field(
+        "released",
+        "How LongBench-v2 letters and DocMath answers are read and matched. 'released': case for case as the "
+        "released SPELL evaluation (long.py, docmath.py; spec Part B §6.4), so scores compare with the paper's "
+        "tables. 'spell': the training rule checks (spell.rules), which tolerate a colon, extra spaces or a "
+        "line break before the letter and read '12,5' as 125 (not in the paper).",
+    )
     pass_k: list[int] = _field([1, 2, 4, 8], "k values of the unbiased pass@k (paper Eq. 11).")

@@ -25,6 +25,7 @@ from spell.eval.metrics import (
     qa_f1,
 )
 from spell.eval.prompts import item_prompt, middle_truncate
+from spell.eval.released import released_choice, released_docmath_answer, released_docmath_match
 from spell.roles.prompts import prefill_responder
 
 Row = dict[str, Any]
@@ -38,14 +39,21 @@ class BenchmarkResult:
     summary: Row = field(default_factory=dict)
 
 
-def rule_score(item: EvalItem, text: str) -> tuple[str | None, float, float]:
-    """(prediction, rule score, F1) of one response."""
+def rule_score(item: EvalItem, text: str, scorer: str = "released") -> tuple[str | None, float, float]:
+    """(prediction, rule score, F1) of one response. `scorer` (eval.scorer): "released" reads LongBench-v2
+    letters and DocMath numbers as the released SPELL evaluation does (spell.eval.released), "spell" as
+    the training rules do (spell.rules)."""
+    released = scorer == "released"
     if item.benchmark == "longbench-v2":
-        pred = extract_choice(text)
+        pred = released_choice(text) if released else extract_choice(text)
         return pred, float(pred is not None and pred == item.golds[0]), 0.0
-    pred = extract_answer(text, BENCHMARK_TASK[item.benchmark])
     if item.benchmark == "docmath":
+        if released:
+            pred = released_docmath_answer(text)
+            return pred, float(pred is not None and any(released_docmath_match(pred, g) for g in item.golds)), 0.0
+        pred = extract_answer(text, BENCHMARK_TASK[item.benchmark])
         return pred, float(any(docmath_match(pred, g) for g in item.golds)), 0.0
+    pred = extract_answer(text, BENCHMARK_TASK[item.benchmark])
     return pred, cover_exact_match(pred, item.golds), qa_f1(pred, item.golds)
 
 
@@ -93,11 +101,13 @@ def run_benchmark(
             )
             rollouts += got
             for it, ro in zip(items[i : i + chunk], got, strict=True):
-                right += sum(rule_score(it, c["text"])[1] for c in ro["completions"]) / max(len(ro["completions"]), 1)
+                right += sum(rule_score(it, c["text"], cfg.scorer)[1] for c in ro["completions"]) / max(
+                    len(ro["completions"]), 1
+                )
             bar.update(len(got), f"rule score {100 * right / len(rollouts):.1f}%")
     for it, ro, prompt_ids in zip(items, rollouts, ids, strict=True):
         for j, c in enumerate(ro["completions"]):
-            pred, rule, f1 = rule_score(it, c["text"])
+            pred, rule, f1 = rule_score(it, c["text"], cfg.scorer)
             res.samples.append(
                 {
                     "benchmark": benchmark,
@@ -153,6 +163,7 @@ def run_benchmark(
         "rule": sum(q["mean_rule"] for q in res.questions) / nq,
         "judge": (sum(q["mean_judge"] or 0 for q in res.questions) / nq) if judged else None,
         "judge_failures": sum(1 for s in res.samples if s["judge_error"]),
+        "scorer": cfg.scorer,
         **{f"pass@{k}": sum(q[f"pass@{k}"] or 0 for q in res.questions) / nq for k in ks},
     }
     return res
