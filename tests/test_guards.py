@@ -3,7 +3,7 @@ is rejected with a recorded reason, honest samples pass, and every switch off is
 
 import pytest
 
-from spell.calibration import decisive_label, verifier_calibration
+from spell.calibration import Calibration, decisive_label, verifier_calibration
 from spell.config import load_config
 from spell.guards import GuardSwitches, guard_counts, question_guard, response_guard
 from spell.stages.question import question_rows
@@ -169,6 +169,29 @@ def test_collapse_falls_back_to_the_rule_and_labels_verifier_votes_by_it():
     assert ver["q1-a1-v0"]["eligible"] and not ver["q1-a2-v0"]["eligible"]  # unanimous: nothing to learn
     plain = reward_rows([q], [], responses, Votes.of(verdicts), cfg, None)  # no collapse: Eq. 6's max(rule, verdict)
     assert [r["reward"] for r in plain if r["role"] == "responder"] == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_under_a_collapse_only_parsable_votes_make_a_group_eligible():
+    """Issue 25 item 2: on a rule-wrong answer, votes [YES, YES, unparsable] hold no NO: the -1 of the
+    unparsable vote would otherwise give the wrong YES votes a positive advantage."""
+    cfg = load_config(None, ["responder.group_size=2", "verifier.votes=3", "guards.verifier_collapse=true"])
+    ids = {"run": "r", "iteration": 1, "round": 1}
+    q = {**ids, "question_id": "q1", "task": "doc_mc", "cluster_id": "c", "status": "ok", "answer": "A"}
+    responses = [
+        {**ids, "response_id": f"q1-a{j}", "question_id": "q1", "task": "doc_mc", "prediction": "B", "rule_score": 0.0}
+        for j in range(2)
+    ]
+    votes = {"q1-a0": [1, 1, -1], "q1-a1": [1, 0, -1]}
+    verdicts = [
+        {**ids, "verdict_id": f"{rid}-v{k}", "response_id": rid, "vote": v}
+        for rid, vs in votes.items()
+        for k, v in enumerate(vs)
+    ]
+    collapsed = Calibration(collapsed=True)
+    ver = {r["sample_id"]: r for r in reward_rows([q], [], responses, Votes.of(verdicts), cfg, collapsed)
+           if r["role"] == "verifier"}  # fmt: skip
+    assert not ver["q1-a0-v0"]["eligible"]  # only YES among the parsable votes: nothing to learn
+    assert ver["q1-a1-v0"]["eligible"]  # a YES and a NO: the rule's label tells them apart
 
 
 def test_format_only_control_rewards_well_formed_outputs_only():

@@ -124,7 +124,8 @@ def reward_rows(
             label = maj
             if collapsed:  # the rule, where decisive, labels the votes; otherwise nothing to learn from
                 label = decisive_label(r["task"], r["prediction"], float(r["rule_score"]))
-                eligible = label is not None and 0 < sum(1 for v in vs if v == 1) < len(vs)
+                parsable = [v for v in vs if v in (0, 1)]  # an unparsable vote's -1 must not lift a wrong YES
+                eligible = label is not None and 0 < sum(parsable) < len(parsable)
             else:
                 eligible = verifier_group_eligible(
                     vs, maj, r["rule_score"], vc.agreement_low, vc.agreement_high, vc.label
