@@ -41,7 +41,8 @@ CALIBRATION_AGGREGATES = """
 LEARNING_SQL = f"""
 WITH q AS (
     SELECT iteration, count(*) AS questions,
-           avg(CASE WHEN "case" IN ('bad_format', 'ungrounded', 'rejected') THEN 0.0 ELSE 1.0 END) AS valid_share,
+           -- valid: parsed, guard-passed and grounded (a skipped proposal never reached the responder)
+           avg(CASE WHEN "case" IN ('good', 'zero_variance') THEN 1.0 ELSE 0.0 END) AS valid_share,
            avg(CASE WHEN "case" = 'good' THEN 1.0 ELSE 0.0 END) AS good_share,
            sum(CASE WHEN "case" = 'rejected' THEN 1 ELSE 0 END) AS guard_rejects
     FROM rewards WHERE branch = '' AND role = 'questioner' GROUP BY iteration),

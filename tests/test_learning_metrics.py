@@ -25,12 +25,15 @@ def _con(rewards: list[tuple], calibration: list[tuple]) -> duckdb.DuckDBPyConne
 
 
 def test_learning_rows_per_iteration():
-    q = [(1, "questioner", c, None, 0.0, "") for c in ("good", "bad_format", "rejected", "zero_variance")]
+    cases = ("good", "bad_format", "rejected", "zero_variance", "skipped", "ungrounded")
+    q = [(1, "questioner", c, None, None if c == "skipped" else 0.0, "") for c in cases]
     a = [(1, "responder", None, s, r, "") for s, r in ((1.0, 1.0), (0.0, 1.0), (0.0, 0.0), (0.0, 0.0))]
     replay = [(1, "questioner", "good", None, 1.0, "b1")]  # a replay branch never counts
     cal = [(1, 4, 0.5, 2, 0, 1.0, ""), (1, 6, 1.0, 1, 1, 0.5, "")]  # 3 decisive: 2 agree + 1 agree of 2
     (row,) = learning_rows(_con(q + a + replay, cal))
-    assert row["questions"] == 4 and row["valid_share"] == 0.5 and row["good_share"] == 0.25
+    # valid = parsed, guard-passed and grounded: a skipped proposal (invalid, truncated, prompt too long) is not
+    assert row["questions"] == 6 and row["valid_share"] == pytest.approx(2 / 6)
+    assert row["good_share"] == pytest.approx(1 / 6)
     assert row["guard_rejects"] == 1
     assert row["rule_accuracy"] == 0.25 and row["reward_accuracy"] == 0.5  # the verifier's YES shows here
     assert row["decisive"] == 4 and row["verifier_agreement"] == pytest.approx(0.75)
