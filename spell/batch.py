@@ -5,8 +5,9 @@ Questioner: the good samples behind the kept groups plus, per task, `negatives_r
 per good one (a task short of negatives is not made up from other tasks). Verifier: eligible groups in
 proportion to the responder groups actually kept (`verifier_share` per group), or none when too few
 are eligible (spec Part A rows 'questioner negatives', 'verifier samples per step').
-`format_floor` (not in the paper, off there) tops a task's questioner rows up with proposals of mixed reward
-when it has too few, so a model that never reaches the frontier still learns the format (see `_mixed_rewards`).
+`format_floor` (not in the paper, off there) tops a task's questioner rows up with format pairs when it has too
+few, so a model that never reaches the frontier still learns the format (see `_floor_pairs`): marked
+`source=floor`, their own advantage group, never larger than a frontier row's advantage.
 Advantages are attached here, so the learner downstream stays role-blind.
 """
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spell.advantages import group_zscore, questioner_advantages
-from spell.rewards import GOOD, NEGATIVE_CASES
+from spell.rewards import BAD_FORMAT, GOOD, NEGATIVE_CASES, REJECTED, ZERO_VARIANCE
 from spell.vocab import TASKS
 
 
@@ -64,6 +65,7 @@ class BatchRow:
     group_id: str
     reward: float
     advantage: float
+    source: str = "paper"  # "floor": a questioner.format_floor pair (not in the paper)
 
 
 @dataclass
@@ -92,24 +94,28 @@ def verifier_groups_for(responder_groups: int, share: float) -> int:
     return int(responder_groups * share + 1e-9)
 
 
-def _mixed_rewards(
-    have: Sequence[QuestionerSample], pool: Sequence[QuestionerSample], n: int, rng: random.Random
-) -> list[QuestionerSample]:
-    """Up to n proposals from `pool`, taken round-robin over its reward levels (best first), so a valid
-    proposal (0) stands beside a broken one (-1) and the task's z-score has a sign; none when the task's
-    rows would all share one reward (a zero advantage teaches nothing)."""
-    if n <= 0 or len({q.reward for q in have} | {q.reward for q in pool}) < 2:
+def _floor_pairs(pool: Sequence[QuestionerSample], n: int, rng: random.Random) -> list[QuestionerSample]:
+    """Up to n proposals in pairs for `format_floor`: a parsed, guard-passed, grounded proposal off the frontier
+    (zero variance) against one of the lowest reward (bad format or guard-rejected), so the signal is the
+    format and nothing else; an ungrounded proposal is neither side. None when a side is missing."""
+    pos = [q for q in pool if q.case == ZERO_VARIANCE]
+    bad = [q for q in pool if q.case in (BAD_FORMAT, REJECTED) and q.reward is not None]
+    if n <= 0 or not pos or not bad:
         return []
-    levels: dict[float, list[QuestionerSample]] = {}
-    for q in pool:
-        levels.setdefault(float(q.reward or 0.0), []).append(q)
-    queues = [rng.sample(v, len(v)) for _, v in sorted(levels.items(), reverse=True)]
-    out: list[QuestionerSample] = []
-    while len(out) < n and any(queues):
-        for queue in queues:
-            if queue and len(out) < n:
-                out.append(queue.pop())
-    return out
+    lowest = min(float(q.reward) for q in bad)  # type: ignore[arg-type]
+    neg = [q for q in bad if float(q.reward) == lowest]  # type: ignore[arg-type]
+    k = min(len(pos), len(neg), (n + 1) // 2)
+    return rng.sample(pos, k) + rng.sample(neg, k)
+
+
+def _floor_advantages(rows: Sequence[QuestionerSample], cap: float | None) -> np.ndarray:
+    """The floor's pairs z-scored among themselves, scaled so that none outweighs the task's smallest frontier
+    advantage (`cap`) where the task has one."""
+    adv = group_zscore([float(q.reward) for q in rows])  # type: ignore[arg-type]
+    top = float(np.max(np.abs(adv))) if len(adv) else 0.0
+    if cap is not None and top > cap:
+        adv = adv * (cap / top)
+    return adv
 
 
 def select_training_batch(
@@ -144,15 +150,6 @@ def select_training_batch(
             good_t = sum(1 for q in chosen if q.task == task)
             pool = [q for q in questioners if q.task == task and q.case in NEGATIVE_CASES and q.reward is not None]
             chosen += rng.sample(pool, min(round(negatives_ratio * good_t), len(pool)))
-        for task in TASKS if format_floor else ():
-            have = [q for q in chosen if q.task == task]
-            taken = {q.sample_id for q in have}
-            pool = [
-                q
-                for q in questioners
-                if q.task == task and q.case in NEGATIVE_CASES and q.reward is not None and q.sample_id not in taken
-            ]
-            chosen += _mixed_rewards(have, pool, format_floor - len(have), rng)
         rewards = np.array([q.reward for q in chosen], dtype=np.float64)
         advs = questioner_advantages(rewards, [q.task for q in chosen], questioner_normalize)
         batch.rows += [
@@ -166,6 +163,18 @@ def select_training_batch(
             )
             for q, r, a in zip(chosen, rewards, advs, strict=True)
         ]
+        # the floor (not in the paper) never brings negatives back where the batch takes none (negatives_ratio=0)
+        for task in TASKS if format_floor and negatives_ratio > 0 else ():
+            have = [q for q in chosen if q.task == task]
+            taken = {q.sample_id for q in have}
+            pool = [q for q in questioners if q.task == task and q.sample_id not in taken]
+            floor = _floor_pairs(pool, format_floor - len(have), rng)
+            frontier = [abs(float(a)) for q, a in zip(chosen, advs, strict=True) if q.task == task and q.case == GOOD]
+            cap = min(frontier) if frontier else None
+            batch.rows += [
+                BatchRow(q.sample_id, "questioner", q.task, f"floor:{task}", float(q.reward), float(a), "floor")
+                for q, a in zip(floor, _floor_advantages(floor, cap), strict=True)
+            ]
 
     n_verifier = verifier_groups_for(len(kept), verifier_share)
     if train_verifier and n_verifier > 0:

@@ -151,6 +151,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("group_id", pa.string()),
             ("reward", pa.float32()),
             ("advantage", pa.float32()),
+            ("source", pa.string()),  # paper: the paper's selection; floor: a questioner.format_floor pair
             ("prompt_ids", pa.list_(pa.int32())),
             ("response_ids", pa.list_(pa.int32())),
         ]

@@ -136,9 +136,54 @@ def test_format_floor_trains_the_questioner_without_good_cases():
 
 
 def test_format_floor_only_tops_up():
+    """A task with frontier rows keeps them as the paper selects them; the floor only adds rows (it triggers
+    here: one good row and its negative are fewer than the floor), in a group of their own, never with a larger
+    advantage than a frontier row."""
     qs, groups, vgs = _pool()
     base = select_training_batch(qs, groups, vgs, train_batch_size=9, verifier_share=0, rng=random.Random(0))
     floor = select_training_batch(
         qs, groups, vgs, train_batch_size=9, verifier_share=0, rng=random.Random(0), format_floor=2
     )
     assert [r.sample_id for r in floor.by_role("questioner")] == [r.sample_id for r in base.by_role("questioner")]
+    one = [
+        QuestionerSample("g", "doc_mc", "good", 0.9),
+        QuestionerSample("n", "doc_mc", "bad_format", -1.0),
+        *(QuestionerSample(f"z{i}", "doc_mc", "zero_variance", 0.0) for i in range(3)),
+        *(QuestionerSample(f"b{i}", "doc_mc", "bad_format", -1.0) for i in range(3)),
+    ]
+    group = [ResponderGroup("g", "doc_mc", ("g-a0", "g-a1"), (1.0, 0.0))]
+    kw = {"train_batch_size": 1, "verifier_share": 0, "format_floor": 4}
+    b = select_training_batch(one, group, [], rng=random.Random(0), **kw)
+    rows = b.by_role("questioner")
+    paper = [r for r in rows if r.source == "paper"]
+    topped = [r for r in rows if r.source == "floor"]
+    assert len(paper) == 2 and "g" in {r.sample_id for r in paper}  # the good row and one paper negative
+    assert len(topped) == 2 and {r.group_id for r in topped} == {"floor:doc_mc"}
+    frontier = min(abs(r.advantage) for r in paper if r.sample_id == "g")
+    assert max(abs(r.advantage) for r in topped) <= frontier + 1e-9
+
+
+def test_format_floor_pairs_a_valid_proposal_with_the_lowest_level_only():
+    """Issue 25 item 1: the positive is parsed and grounded (zero variance), never ungrounded; the negative is the
+    lowest level; a pool of {0, -0.5 x2, -1 x8} with floor 2 pairs 0 with -1 for every seed."""
+    pool = [QuestionerSample("z", "docmath_qa", "zero_variance", 0.0)]
+    pool += [QuestionerSample(f"u{i}", "docmath_qa", "ungrounded", -0.5) for i in range(2)]
+    pool += [QuestionerSample(f"b{i}", "docmath_qa", "bad_format", -1.0) for i in range(8)]
+    for seed in range(5):
+        b = select_training_batch(pool, [], [], train_batch_size=1, verifier_share=0, rng=random.Random(seed),
+                                  format_floor=2)  # fmt: skip
+        assert sorted(r.reward for r in b.by_role("questioner")) == [-1.0, 0.0]
+        assert {r.source for r in b.by_role("questioner")} == {"floor"}
+    ungrounded_only = [q for q in pool if q.case != "zero_variance"]
+    b = select_training_batch(ungrounded_only, [], [], train_batch_size=1, verifier_share=0, rng=random.Random(0),
+                              format_floor=2)  # fmt: skip
+    assert b.by_role("questioner") == []  # an ungrounded proposal is no positive
+
+
+def test_format_floor_keeps_the_no_format_penalty_ablation():
+    """negatives_ratio=0 (the paper's 'w/o format penalty'): the floor brings no negative back."""
+    pool = [QuestionerSample("z", "docmath_qa", "zero_variance", 0.0)]
+    pool += [QuestionerSample(f"b{i}", "docmath_qa", "bad_format", -1.0) for i in range(4)]
+    b = select_training_batch(pool, [], [], train_batch_size=1, verifier_share=0, rng=random.Random(0),
+                              format_floor=4, negatives_ratio=0.0)  # fmt: skip
+    assert b.by_role("questioner") == []

@@ -94,8 +94,10 @@ class QuestionerConfig(_Section):
     )
     format_floor: int = _field(
         0,
-        "Not in the paper (0 there): per task, top the step's questioner rows up to this many with proposals of "
-        "mixed reward (valid 0 beside broken -1), so a model that never reaches the frontier still trains its format.",
+        "Not in the paper (0 there): per task, top the step's questioner rows up to this many with format pairs "
+        "(a parsed, grounded proposal off the frontier beside one of the lowest reward: bad format or guard-rejected), "
+        "so a model that never reaches the frontier still trains its format. Their own advantage group, never "
+        "larger than a frontier row's; `source=floor` in batch.parquet; none under negatives_ratio=0.",
         ge=0,
     )
     bad_format_reward: float = _field(-1.0, "Reward for an unparsable questioner output (paper Eq. 7).")

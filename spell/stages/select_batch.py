@@ -83,6 +83,7 @@ def batch_rows(
                 "group_id": b.group_id,
                 "reward": b.reward,
                 "advantage": b.advantage,
+                "source": b.source,
                 "prompt_ids": prompt_ids,
                 "response_ids": response_ids,
             }
