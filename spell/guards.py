@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from spell import task_types
 from spell.roles import prompts
-from spell.rules import PLACEHOLDER, numbers_in
+from spell.rules import PLACEHOLDER, numbers_in, parse_number
 from spell.task_types.base import GuardInput
 from spell.text import contains_words, normalize_answer
 from spell.vocab import GUARDS, QUESTION_GUARDS
@@ -63,23 +63,40 @@ _QUESTION_WORDS = frozenset(
         "between",
         "for",
         "to",
+        # imperatives that ask ("Name the year ...")
+        "name",
+        "list",
+        "identify",
+        "state",
+        "give",
+        "specify",
+        "provide",
+        "tell",
+        "describe",
+        "explain",
     ]
 )
 COPIED_MIN_WORDS = 6  # a question whose first this-many-plus words occur verbatim in the documents is a copy
 
 
 def _template_examples() -> tuple[frozenset[str], frozenset[float]]:
-    """The example values the questioner templates show: their JSON examples' strings and every number
-    in the template text (a model that copies them games the format, not the task)."""
+    """The example values the questioner templates show in their JSON examples: their strings, and their
+    numbers (a model that copies them games the format, not the task). The prose's numbers ("20 words")
+    are not examples: a computed 20 is an honest answer."""
     texts: set[str] = set()
     numbers: set[float] = set()
     for task in task_types.names():
         for hist in (False, True):
             tpl = prompts.questioner_template(task, hist).replace("{{", "{").replace("}}", "}")
-            numbers.update(numbers_in(tpl))
             for block in re.findall(r"```json\n(.*?)\n```", tpl, re.S):
                 obj = json.loads(block.replace("{target_letter}", "A"))
-                texts.update(normalize_answer(str(v)) for v in _leaves(obj))
+                for v in _leaves(obj):
+                    # a number is the template_number guard's, which checks the documents first: as normalised
+                    # text, 12.5 would also reject 125 and 1.25 and an option "12.5%"
+                    if isinstance(v, int | float) or parse_number(v) is not None:
+                        numbers.update(numbers_in(str(v)))
+                    else:
+                        texts.add(normalize_answer(str(v)))
     texts.discard("a")  # the MC target letter placeholder filled above
     texts.discard("")
     return frozenset(texts), frozenset(numbers)

@@ -25,7 +25,7 @@ def _guard(task, question, answer, options=None, docs=DOCS, switches=ALL):
 @pytest.mark.parametrize(
     ("task", "question", "answer", "options", "guard"),
     [
-        ("docmath_qa", "How much did revenue grow in percent?", "12.5", None, "template_answer"),
+        ("docmath_qa", "How much did revenue grow in percent?", "12.5", None, "template_number"),  # copied example
         ("doc_general_qa", "Which city has a citadel?", "<the short, exact answer>", None, "template_answer"),
         ("doc_general_qa", "Aleppo is a city in northern Syria.", "Aleppo", None, "not_a_question"),
         ("doc_general_qa", "Aleppo is a city in northern Syria?", "Syria", None, "not_a_question"),
@@ -57,10 +57,10 @@ def test_each_planted_hack_is_rejected_by_its_guard(task, question, answer, opti
 
 
 def test_template_number_only_when_no_document_has_it():
-    q = "What is the revenue growth in millions of dollars?"
-    assert _guard("docmath_qa", q, "20", switches=GuardSwitches(frozenset({"template_number"}))) is not None
-    docs = [*DOCS, "Costs were 20 million dollars."]
-    assert _guard("docmath_qa", q, "20", docs=docs, switches=GuardSwitches(frozenset({"template_number"}))) is None
+    q = "What is the revenue growth in millions of dollars?"  # 12.5: the MATH_FORMAT JSON example's answer
+    assert _guard("docmath_qa", q, "12.5", switches=GuardSwitches(frozenset({"template_number"}))) is not None
+    docs = [*DOCS, "Costs were 12.5 million dollars."]
+    assert _guard("docmath_qa", q, "12.5", docs=docs, switches=GuardSwitches(frozenset({"template_number"}))) is None
 
 
 @pytest.mark.parametrize(
@@ -110,10 +110,10 @@ def _question_row(text: str, task: str = "docmath_qa") -> tuple[dict, dict]:
 
 
 def test_question_rows_record_a_rejection_and_the_reward_penalises_it():
-    cfg = load_config(None, ["guards.template_answer=true", "guards.rejected_reward=-0.75"])
+    cfg = load_config(None, ["guards.template_number=true", "guards.rejected_reward=-0.75"])
     p, ro = _question_row('```json\n{"question": "How much did revenue grow in percent?", "answer": 12.5}\n```')
     (row,) = question_rows([p], [ro], cfg, lambda ss: [len(s.split()) for s in ss], lambda _: DOCS)
-    assert row["status"] == "rejected" and row["reason"].startswith("guard template_answer:")
+    assert row["status"] == "rejected" and row["reason"].startswith("guard template_number:")
     assert row["responder_question"] is None  # never reaches the responder
     (reward,) = [r for r in reward_rows([row], [], [], Votes.of([]), cfg) if r["role"] == "questioner"]
     assert (reward["case"], reward["reward"]) == ("rejected", -0.75)
@@ -244,3 +244,40 @@ def test_question_rows_count_every_answer_in_one_call():
     out = question_rows([p for p, _ in rows], [ro for _, ro in rows], cfg, count, lambda _: DOCS)
     assert calls == [["Paris", "the old town of Varnholt", "1932"]]
     assert [r["status"] for r in out] == ["ok", "invalid", "ok", "ok"]
+
+
+DOCS_25 = ["Revenue was 12.5 million in 2019 and 1.25 in Q2; margin 125 bps.", "Costs rose from 40 to 60."]
+NO_TWELVE = ["Costs rose from 40 to 60 in 2019."]
+MC_OPTIONS = {"A": "12.5%", "B": "40%", "C": "60%", "D": "1%"}
+
+
+@pytest.mark.parametrize(
+    ("task", "question", "answer", "options", "docs", "expected"),
+    [
+        # template numbers: an honest 12.5 / 1.25 / 125 that the documents hold, against a copied example
+        ("docmath_qa", "How much was revenue, in millions?", "12.5", None, DOCS_25, None),
+        ("docmath_qa", "How much was revenue, in millions?", "12.5", None, NO_TWELVE, "template_number"),
+        ("docmath_qa", "What was the Q2 ratio?", "1.25", None, DOCS_25, None),
+        ("docmath_qa", "How many basis points was the margin?", "125", None, DOCS_25, None),
+        ("doc_mc", "Which value was the revenue growth?", "A", MC_OPTIONS, DOCS_25, None),
+        ("doc_mc", "<your question>", "A", MC_OPTIONS, DOCS_25, "template_answer"),
+        # numbers in the template's prose are no examples: computed 20 and 1 are honest
+        ("docmath_qa", "By how much did costs rise?", "20", None, DOCS_25, None),
+        ("docmath_qa", "How much did costs rise per 20 units of the rise?", "1", None, DOCS_25, None),
+        # a digit inside a token is not the question stating its answer
+        ("docmath_qa", "What was revenue in Q2, in millions?", "2", None, DOCS_25, None),
+        ("docmath_qa", "What is 2 plus the growth of nothing?", "2", None, DOCS_25, "answer_in_question"),
+        # a computed general-QA number (the with-history prompt asks for one), against a made-up name
+        ("doc_general_qa", "By how many units did costs rise across both reports?", "20", None, DOCS_25, None),
+        ("doc_general_qa", "Which city reported the revenue?", "Paris", None, DOCS_25, "answer_not_in_docs"),
+        # an imperative asks; a statement does not
+        ("doc_general_qa", "Name the year revenue was 12.5 million.", "2019", None, DOCS_25, None),
+        ("doc_general_qa", "The town grew quickly.", "2019", None, DOCS_25, "not_a_question"),
+    ],
+)
+def test_a_guard_rejects_the_hack_and_passes_the_honest_proposal(task, question, answer, options, docs, expected):
+    """Issue 25 item 6: each false positive the 20-iteration run met, tested both ways."""
+    from spell.vocab import QUESTION_GUARDS
+
+    why = question_guard(task, question, answer, options, docs, GuardSwitches(frozenset(QUESTION_GUARDS)))
+    assert (why.split(":")[0].removeprefix("guard ") if why else None) == expected, why

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -59,9 +60,14 @@ def template_number(g: GuardInput) -> str | None:
     return f"answer {g.answer!r} occurs in the prompt template but in none of the documents"
 
 
+_TOKEN_NUMBER = re.compile(r"(?<![A-Za-z_\d.])[-+]?\d[\d,]*(?:\.\d+)?(?![A-Za-z_\d])")
+
+
 def answer_in_question(g: GuardInput) -> str | None:
     value = parse_number(g.answer)
-    hit = value is not None and any(same_number(value, n) for n in numbers_in(g.question))
+    # numbers that stand as tokens: the 2 of "Q2" or "FY2019" is not a number the question states
+    stated = [v for m in _TOKEN_NUMBER.findall(g.question) if (v := parse_number(m.replace(",", ""))) is not None]
+    hit = value is not None and any(same_number(value, n) for n in stated)
     return f"question contains its answer {g.answer!r}" if hit else None
 
 

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from spell.rules import cover_exact_match, extract_qa_answer
+from spell.rules import cover_exact_match, extract_qa_answer, numbers_in
 from spell.task_types.base import GuardCheck, GuardInput, ProposedAnswer, TaskType
 from spell.text import contains_words, normalize_answer
 
@@ -45,8 +46,14 @@ def _text_field(obj: dict[str, Any], key: str) -> str | None:
     return None
 
 
+_PLAIN_NUMBER = re.compile(r"[-+]?(?:\d[\d,]*)?\.?\d+\s*%?")
+
+
 def answer_not_in_docs(g: GuardInput) -> str | None:
-    if not contains_words(normalize_answer(" ".join(g.documents)), normalize_answer(g.answer)):
+    docs = " ".join(g.documents)
+    if _PLAIN_NUMBER.fullmatch(g.answer.strip()) and numbers_in(docs):
+        return None  # a number computed from the documents' numbers (the with-history prompt asks for it)
+    if not contains_words(normalize_answer(docs), normalize_answer(g.answer)):
         return f"answer {g.answer[:40]!r} occurs in none of the shown documents"
     return None
 
