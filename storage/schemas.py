@@ -140,6 +140,9 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("false_no_rate", pa.float64()),
             ("decisive_agreement", pa.float64()),
             ("collapsed", pa.bool_()),
+            ("window_rounds", pa.int32()),  # guards.collapse_window: the rounds the collapse decision pooled
+            ("window_decisive_wrong", pa.int32()),
+            ("window_false_yes_rate", pa.float64()),
         ]
     ),
     "batch": pa.schema(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import task
 
+from spell.calibration import from_row
 from spell.stages.reward import Votes, reward_rows, round_calibration, usable_group_count
 from storage.io import read_rows, write_rows
 from tasks.artifacts import log
@@ -16,21 +18,23 @@ from tasks.runner import run_stage
 @task(name="reward", task_run_name="reward-i{ctx.iteration}-r{rnd}")
 def reward(ctx: StageContext, rnd: int) -> dict[str, Any]:
     kinds = ("questions", "grounding", "responses", "verdicts")
-    srcs = [ctx.file(k, rnd) for k in kinds]
+    window = _earlier_calibration_files(ctx, rnd, ctx.cfg.guards.collapse_window - 1)
+    srcs = [ctx.file(k, rnd) for k in kinds] + window
     out, out_cal = ctx.file("rewards", rnd), ctx.file("calibration", rnd)
 
     def compute() -> dict[str, Any]:
-        q, g, r, v = (read_rows(p) for p in srcs)
+        q, g, r, v = (read_rows(p) for p in srcs[: len(kinds)])
         votes = Votes.of(v)  # once: the calibration and the rewards read the same votes
-        cal = round_calibration(r, votes, ctx.cfg)
+        earlier = [from_row(row) for f in window for row in read_rows(f)]
+        cal = round_calibration(r, votes, ctx.cfg, q, earlier)
         if cal.collapsed:
             log.warning(
                 "iteration %d round %d: verifier collapse (YES on %.0f%% of %d decisive rule-wrong answers): "
                 "responder rewards fall back to the rule check this round",
                 ctx.iteration,
                 rnd,
-                100 * cal.false_yes_rate,
-                cal.decisive_wrong,
+                100 * cal.window_false_yes_rate,
+                cal.window_decisive_wrong,
             )
         rows = reward_rows(q, g, r, votes, ctx.cfg, cal)
         write_rows(out, "rewards", rows)
@@ -50,3 +54,17 @@ def reward(ctx: StageContext, rnd: int) -> dict[str, Any]:
         }
 
     return run_stage(ctx, f"reward_r{rnd:02d}", srcs, [out, out_cal], compute)
+
+
+def _earlier_calibration_files(ctx: StageContext, rnd: int, n: int) -> list[Path]:
+    """The latest n rounds' calibration files before this one: the main line's earlier iterations, then this
+    iteration's (or branch's) earlier rounds (guards.collapse_window)."""
+    if n <= 0:
+        return []
+    files: list[Path] = []
+    for k in ctx.layout.iterations():
+        if k >= ctx.iteration:
+            break
+        files += sorted(ctx.layout.iter_dir(k).glob("calibration_r*.parquet"))
+    files += [ctx.file("calibration", r) for r in range(1, rnd)]
+    return [f for f in files if f.is_file()][-n:]

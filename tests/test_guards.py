@@ -281,3 +281,37 @@ def test_a_guard_rejects_the_hack_and_passes_the_honest_proposal(task, question,
 
     why = question_guard(task, question, answer, options, docs, GuardSwitches(frozenset(QUESTION_GUARDS)))
     assert (why.split(":")[0].removeprefix("guard ") if why else None) == expected, why
+
+
+def test_general_qa_numbers_and_years_are_decisive_negatives():
+    """Issue 25 item 5: a general-QA year or count that differs from the reference is wrong, with no paraphrase
+    possible; other misses stay undecided."""
+    assert decisive_label("doc_general_qa", "1992", 0.0, "1991") == 0
+    assert decisive_label("doc_general_qa", "35", 0.0, "35.0") is None  # the same number: the rule missed it
+    assert decisive_label("doc_general_qa", "the capital", 0.0, "Paris") is None
+    assert decisive_label("doc_general_qa", "1992", 0.0) is None  # no reference: nothing to compare
+
+
+def test_an_always_yes_verifier_is_caught_on_general_qa_alone():
+    """Before, a general-QA-only preset never gave the collapse guard a decisive negative."""
+    samples = [("doc_general_qa", str(1990 + i), 0.0, 1, "1989") for i in range(4)]
+    assert verifier_calibration(samples, 0.5, 3).collapsed
+    assert not verifier_calibration([s[:4] for s in samples], 0.5, 3).collapsed  # without references: blind
+
+
+def test_the_collapse_window_pools_rounds_too_small_to_judge_alone():
+    """Issue 25 item 5: rounds of 2 decisive wrong answers each (under collapse_min_decisive 3) are never judged
+    alone; pooled over a window of 3 rounds the always-YES verifier is caught. The earlier rounds come back from
+    their stored rows."""
+    from spell.calibration import from_row
+
+    round_ = [("doc_mc", "B", 0.0, 1), ("docmath_qa", "7", 0.0, 1)]
+    alone = verifier_calibration(round_, 0.5, 3)
+    assert not alone.collapsed and alone.window_rounds == 1
+    stored = [from_row(alone.row({"run": "r", "iteration": 1, "round": k})) for k in (1, 2)]
+    pooled = verifier_calibration(round_, 0.5, 3, earlier=stored)
+    assert pooled.collapsed and pooled.window_rounds == 3 and pooled.window_decisive_wrong == 6
+    assert pooled.decisive_wrong == 2  # the round's own numbers stay its own
+    good = verifier_calibration([(*s[:3], 0) for s in round_], 0.5, 3)  # NO on both wrong answers
+    earlier_good = [from_row(good.row({"run": "r", "iteration": 1, "round": k})) for k in (1, 2)]
+    assert not verifier_calibration(round_, 0.5, 3, earlier=earlier_good).collapsed  # 2 YES of 6: calibrated

@@ -42,14 +42,22 @@ class GuardsConfig(_Section):
     verifier_collapse: bool = _field(
         False,
         "Verifier collapse guard: when the verifier majority says YES to too many answers that a decisive rule "
-        "check marks wrong (a wrong MC letter or DocMath number) in a round, that round's responder reward "
+        "check marks wrong (a wrong MC letter, DocMath number, or general-QA number or year) in a round, that round's "
+        "responder reward "
         "falls back to the rule check, and verifier groups train only where the majority equals a decisive rule.",
     )
     collapse_false_yes: float = _field(
         0.5, "Collapse when YES majorities exceed this share of the decisive rule-wrong answers.", ge=0, le=1
     )
     collapse_min_decisive: int = _field(
-        3, "Decisive rule-wrong answers a round needs before the collapse guard judges it.", ge=1
+        3, "Decisive rule-wrong answers the window needs before the collapse guard judges it.", ge=1
+    )
+    collapse_window: int = _field(
+        1,
+        "Rounds the collapse guard pools its evidence over, this one and the main line's latest earlier ones "
+        "(from the stored calibration rows, so a resumed or replayed run pools the same); 1 judges each round "
+        "alone. A small model's round rarely holds enough decisive answers to judge.",
+        ge=1,
     )
 
     @model_validator(mode="after")

@@ -77,15 +77,35 @@ class Votes:
         }
 
 
-def round_calibration(responses: Sequence[Row], votes: Votes, cfg: SpellConfig) -> Calibration:
-    """The round's verifier majorities against the decisive rule checks (and whether the verifier collapsed)."""
+def round_calibration(
+    responses: Sequence[Row],
+    votes: Votes,
+    cfg: SpellConfig,
+    questions: Sequence[Row] = (),
+    earlier: Sequence[Calibration] = (),
+) -> Calibration:
+    """The round's verifier majorities against the decisive rule checks (the questions give the references a
+    general-QA number is checked against), and whether the verifier collapsed over the window's rounds."""
     g = cfg.guards
+    reference = {q["question_id"]: q.get("answer") for q in questions}
     samples = [
-        (r["task"], r["prediction"], float(r["rule_score"]), majority_vote(votes.by_response[r["response_id"]]))
+        (
+            r["task"],
+            r["prediction"],
+            float(r["rule_score"]),
+            majority_vote(votes.by_response[r["response_id"]]),
+            reference.get(r["question_id"]),
+        )
         for r in responses
         if votes.by_response.get(r["response_id"])
     ]
-    return verifier_calibration(samples, g.collapse_false_yes, g.collapse_min_decisive, g.verifier_collapse)
+    return verifier_calibration(
+        samples,
+        g.collapse_false_yes,
+        g.collapse_min_decisive,
+        g.verifier_collapse,
+        earlier[-(g.collapse_window - 1) :] if g.collapse_window > 1 else (),
+    )
 
 
 def reward_rows(
@@ -105,6 +125,7 @@ def reward_rows(
     collapsed = bool(calibration and calibration.collapsed)
     by_question: dict[str, list[float]] = defaultdict(list)
     cluster = {q["question_id"]: q["cluster_id"] for q in questions}
+    reference = {q["question_id"]: q.get("answer") for q in questions}
     out: list[Row] = []
     vc = cfg.verifier
     combine = cfg.reward.combine if vc.enabled else "rule"  # verifier off: the rule check alone (ablation)
@@ -123,7 +144,8 @@ def reward_rows(
         if vs:
             label = maj
             if collapsed:  # the rule, where decisive, labels the votes; otherwise nothing to learn from
-                label = decisive_label(r["task"], r["prediction"], float(r["rule_score"]))
+                ref = reference[r["question_id"]]
+                label = decisive_label(r["task"], r["prediction"], float(r["rule_score"]), ref)
                 parsable = [v for v in vs if v in (0, 1)]  # an unparsable vote's -1 must not lift a wrong YES
                 eligible = label is not None and 0 < sum(parsable) < len(parsable)
             else:

@@ -94,7 +94,7 @@ class TaskType:
         """R_rule (0.0 or 1.0) of a parsed prediction against the parsed reference (spec Part A)."""
         raise NotImplementedError
 
-    def decisive_label(self, prediction: str, rule: float) -> int | None:
+    def decisive_label(self, prediction: str, rule: float, reference: str | None = None) -> int | None:
         """1 or 0 where the rule check settles the answer without a judge, else None. By default a rule hit is
         right and a miss may be a paraphrase (not decisive)."""
         return 1 if rule >= 0.5 else None

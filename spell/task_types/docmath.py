@@ -101,7 +101,7 @@ class DocMath(TaskType):
     def rule_score(self, prediction: str, reference: str) -> float:
         return 1.0 if docmath_match(prediction, reference) else 0.0
 
-    def decisive_label(self, prediction: str, rule: float) -> int | None:
+    def decisive_label(self, prediction: str, rule: float, reference: str | None = None) -> int | None:
         return int(rule >= 0.5)  # a number is right or wrong: no paraphrase possible
 
     def guards(self) -> Mapping[str, GuardCheck]:

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from spell.rules import cover_exact_match, extract_qa_answer, numbers_in
+from spell.rules import cover_exact_match, extract_qa_answer, numbers_in, parse_number, same_number
 from spell.task_types.base import GuardCheck, GuardInput, ProposedAnswer, TaskType
 from spell.text import contains_words, normalize_answer
 
@@ -85,6 +85,20 @@ class GeneralQA(TaskType):
 
     def rule_score(self, prediction: str, reference: str) -> float:
         return cover_exact_match(prediction, reference)
+
+    def decisive_label(self, prediction: str, rule: float, reference: str | None = None) -> int | None:
+        """A hit is right; a miss is decisive only where both are plain numbers (a year, a count) that differ:
+        no paraphrase turns 1991 into 1992, while 'the capital' may well be Paris."""
+        if rule >= 0.5:
+            return 1
+        if (
+            reference is not None
+            and _PLAIN_NUMBER.fullmatch(prediction.strip())
+            and _PLAIN_NUMBER.fullmatch(reference.strip())
+        ):
+            p, r = parse_number(prediction), parse_number(reference)
+            return 0 if p is not None and r is not None and not same_number(p, r) else None
+        return None
 
     def guards(self) -> Mapping[str, GuardCheck]:
         return {"answer_not_in_docs": answer_not_in_docs, "answer_in_question": answer_in_question}

@@ -110,7 +110,7 @@ class MultipleChoice(TaskType):
     def rule_score(self, prediction: str, reference: str) -> float:
         return mc_match(prediction, reference)
 
-    def decisive_label(self, prediction: str, rule: float) -> int | None:
+    def decisive_label(self, prediction: str, rule: float, reference: str | None = None) -> int | None:
         return int(rule >= 0.5)  # a letter is right or wrong: no paraphrase possible
 
     def guards(self) -> Mapping[str, GuardCheck]:
