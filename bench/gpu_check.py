@@ -103,7 +103,9 @@ def check_layouts(dev: torch.device, shape: str, prompt: int) -> list[Row]:
         seqs = batch(model.config.vocab_size, 4, 4, prompt, 64)
         tokens = sum(len(s.prompt_ids) + len(s.response_ids) for s in seqs)
         lps, rates = {}, {}
-        for name, kw in (("padded", {}), ("packed", {"packing": True}), ("shared", {"shared_prefix": True})):
+        layouts = (("padded", {"shared_prefix": False}), ("packed", {"packing": True, "shared_prefix": False}),
+                   ("shared", {"shared_prefix": True}))  # fmt: skip
+        for name, kw in layouts:
             learner = Learner(model, LearnerSettings(lr=0.0, token_budget=4 * prompt + 1024, **kw),
                               autocast=torch.bfloat16 if dev.type == "cuda" else None)  # fmt: skip
             with torch.no_grad():

@@ -68,8 +68,8 @@ def main() -> None:
     print(f"fp32 GEMM rate on the model's layer shapes: {limit / 1e9:.1f} GFLOP/s, lm_head {head_limit / 1e9:.1f}")
 
     layouts = {
-        "padded": LearnerSettings(token_budget=args.budget, lr=0.0),
-        "packed": LearnerSettings(token_budget=args.budget, lr=0.0, packing=True),
+        "padded": LearnerSettings(token_budget=args.budget, lr=0.0, shared_prefix=False),
+        "packed": LearnerSettings(token_budget=args.budget, lr=0.0, packing=True, shared_prefix=False),
         "shared": LearnerSettings(token_budget=args.budget, lr=0.0, shared_prefix=True),
     }
     walls, grad = {}, {}

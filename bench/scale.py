@@ -122,7 +122,9 @@ def main() -> None:
     tokens = sum(lens)
     peak = peak_tflops()
     for packing in (False, True):
-        learner = Learner(model, LearnerSettings(token_budget=4 * args.train_tokens, packing=packing))
+        learner = Learner(
+            model, LearnerSettings(token_budget=4 * args.train_tokens, packing=packing, shared_prefix=False)
+        )
         learner.train_step(seqs[:4])
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

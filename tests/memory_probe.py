@@ -47,7 +47,9 @@ def probe(path: str, prompt: int, resp: int, n: int, ckpt: bool) -> dict[str, fl
         for i in range(n)
     ]
     tokens = n * (prompt + resp)
-    learner = Learner(model, LearnerSettings(lr=1e-6, token_budget=tokens), pad_id=0)
+    learner = Learner(
+        model, LearnerSettings(lr=1e-6, token_budget=tokens, shared_prefix=False), pad_id=0
+    )  # padded rows
     base, peak, done = rss(), [0], threading.Event()
 
     def sample() -> None:

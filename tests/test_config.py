@@ -117,3 +117,11 @@ def test_rollout_engines_get_the_runs_context_not_the_models_position_limit():
     # 16K responder prompts (eval: 16K inputs) + 4K answers, not Qwen3-2507's 262K positions
     assert spec.max_context == 16384 + 4096
     assert PolicySpec.from_config(load_config(None, ["engine.max_model_len=9000"])).max_context == 9000
+
+
+def test_the_learner_built_in_code_takes_the_runs_layout():
+    """Issue 26: engine.shared_prefix and a LearnerSettings made directly (benches, scripts) share one default."""
+    from spell.config.engine import EngineConfig
+    from spell.engine.learner.core import LearnerSettings
+
+    assert LearnerSettings().shared_prefix is EngineConfig().shared_prefix is True

@@ -55,7 +55,9 @@ class LearnerSettings:
     packing: bool = False
     sequence_parallel: int = 1  # ranks sharing each sequence (Ulysses, see spell.engine.learner.ulysses)
     temperature: float = 1.0  # the rollout temperature: log-probs are those of softmax(logits / T)
-    shared_prefix: bool = False  # the answers of one prompt over one copy of it (spell.engine.learner.shared_prefix)
+    # the answers of one prompt over one copy of it (spell.engine.learner.shared_prefix); engine.shared_prefix's
+    # default, so a Policy built in code (a bench, a user's script) takes the layout a run takes
+    shared_prefix: bool = True
 
 
 class Learner:
