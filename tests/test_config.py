@@ -125,3 +125,19 @@ def test_the_learner_built_in_code_takes_the_runs_layout():
     from spell.engine.learner.core import LearnerSettings
 
     assert LearnerSettings().shared_prefix is EngineConfig().shared_prefix is True
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["engine.sleep_between_phases=false"], "sleep_between_phases: false with rollout replicas"),
+        (["engine.gpus_per_rank=0"], "gpus_per_rank: 0 with vLLM rollout replicas"),
+    ],
+)
+def test_layouts_the_cluster_cannot_run_are_refused_in_one_line(overrides, needle):
+    """Issue 27 item 4: colocated vLLM replicas that cannot sleep, or that sit in GPU-less bundles."""
+    sharded = ["engine.backend=vllm", "engine.learner_ranks=2", "engine.rollout_replicas=2"]
+    load_config(None, sharded)  # the layout itself is fine
+    with pytest.raises(ConfigError, match=needle) as err:
+        load_config(None, sharded + overrides)
+    assert len(str(err.value).splitlines()) == 2  # the file line, then the one reason

@@ -119,6 +119,17 @@ class EngineConfig(_Section):
             )
         if self.tensor_parallel > 1 and self.backend != "vllm":
             raise ValueError("tensor_parallel > 1 needs backend: vllm")
+        replicas_in_bundles = self.learner_ranks > 1 and self.rollout_replicas > 1 and self.backend == "vllm"
+        if replicas_in_bundles and self.gpus_per_rank >= 1 and not self.sleep_between_phases:
+            raise ValueError(
+                "sleep_between_phases: false with rollout replicas on the learner ranks' GPUs: a replica must sleep "
+                "during the step to share its rank's GPU; set engine.sleep_between_phases=true or rollout_replicas=1"
+            )
+        if replicas_in_bundles and self.gpus_per_rank == 0:
+            raise ValueError(
+                "gpus_per_rank: 0 with vLLM rollout replicas: the replicas live in the learner ranks' CPU bundles and "
+                "vLLM needs a GPU there; set engine.gpus_per_rank=1 or engine.rollout_replicas=1"
+            )
         if self.sequence_parallel > 1:
             if self.learner_ranks % self.sequence_parallel:
                 raise ValueError(

@@ -147,7 +147,12 @@ class Policy:
 
     def _colocated(self) -> bool:
         """Rollout replicas share the sharded learner's GPUs (one replica per rank's GPU, half each)."""
-        return self.spec.rollout_replicas > 1 and self.spec.learner_ranks > 1 and torch.cuda.is_available()
+        return (
+            self.spec.rollout_replicas > 1
+            and self.spec.learner_ranks > 1
+            and self.spec.gpus_per_rank > 0  # CPU bundles: a replica asks for no GPU there, whatever this actor has
+            and torch.cuda.is_available()
+        )
 
     def _make_generator(self) -> Any:
         if self.spec.backend == "scripted":  # test double for pipeline tests (see spell.engine.rollout.scripted)
