@@ -51,6 +51,23 @@ def test_trend_ci_excludes_zero_only_for_a_real_rise():
     assert trend([1, 2], [0.0, 1.0]) is None and slope([1, 1, 1], [0, 1, 2]) == 0.0
 
 
+def test_trend_ci_allows_for_correlated_iterations():
+    """Issue 25 item 7: a flat run whose noise drifts in runs of iterations (as a shared policy's does) reads as a
+    trend far less often than when iterations are treated as independent. 40 seeded flat runs, AR(1) 0.8."""
+    import random
+
+    xs = list(range(1, 21))
+    false_trends = 0
+    for seed in range(40):
+        rng, e, ys = random.Random(seed), 0.0, []
+        for _ in xs:
+            e = 0.8 * e + rng.gauss(0, 0.05)
+            ys.append(0.3 + e)
+        _, lo, hi = trend(xs, ys)
+        false_trends += not lo < 0 < hi
+    assert false_trends <= 8  # 14% measured on 200 runs; an independent-iterations bootstrap gave 30-42% here
+
+
 def test_paired_ci_brackets_the_mean():
     diffs = [0.0] * 30 + [1.0] * 10
     lo, hi = paired_ci(diffs)
