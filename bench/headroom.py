@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from pathlib import Path
 
@@ -21,12 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def _mean_ci(values: list[float], seed: int = 0, reps: int = 2000) -> tuple[float, float, float]:
-    """Mean and a 95% bootstrap CI, resampling questions (each value is one question's)."""
-    rng = random.Random(seed)
-    n = len(values)
-    means = sorted(sum(rng.choice(values) for _ in range(n)) / n for _ in range(reps))
-    return sum(values) / n, means[int(0.025 * reps)], means[int(0.975 * reps) - 1]
+def _mean_ci(values: list[float]) -> tuple[float, float, float]:
+    """Mean and its 95% bootstrap CI over questions (each value is one question's)."""
+    from storage.learning import paired_ci
+
+    return (sum(values) / len(values), *paired_ci(values))
 
 
 def main() -> int:

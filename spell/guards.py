@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from spell import task_types
 from spell.roles import prompts
-from spell.rules import PLACEHOLDER, numbers_in, parse_number
+from spell.rules import PLACEHOLDER, parse_number
 from spell.task_types.base import GuardInput
 from spell.text import contains_words, normalize_answer
 from spell.vocab import GUARDS, QUESTION_GUARDS
@@ -93,8 +93,8 @@ def _template_examples() -> tuple[frozenset[str], frozenset[float]]:
                 for v in _leaves(obj):
                     # a number is the template_number guard's, which checks the documents first: as normalised
                     # text, 12.5 would also reject 125 and 1.25 and an option "12.5%"
-                    if isinstance(v, int | float) or parse_number(v) is not None:
-                        numbers.update(numbers_in(str(v)))
+                    if (value := parse_number(v)) is not None:
+                        numbers.add(value)
                     else:
                         texts.add(normalize_answer(str(v)))
     texts.discard("a")  # the MC target letter placeholder filled above

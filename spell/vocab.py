@@ -16,10 +16,7 @@ DOCMATH = "docmath_qa"
 TASKS: tuple[str, ...] = (GENERAL_QA, MULTIPLE_CHOICE, DOCMATH)
 
 # Roles of the one policy (paper §3); grounding is the responder without documents (spec Part B §1.4).
-QUESTIONER, GROUNDING, RESPONDER, VERIFIER = "questioner", "grounding", "responder", "verifier"
-TRAINED_ROLES: tuple[str, ...] = (QUESTIONER, RESPONDER, VERIFIER)
 RoleName = Literal["questioner", "grounding", "responder", "verifier"]
-TrainedRole = Literal["questioner", "responder", "verifier"]
 
 # Reward-hacking guards (spell.guards), in the order a proposal is checked; each is a `guards.*` switch.
 QUESTION_GUARDS: tuple[str, ...] = (
@@ -48,6 +45,3 @@ ROUND_STAGES: tuple[str, ...] = (
     "calibration",
 )
 ITERATION_STAGES: tuple[str, ...] = ("batch", "train_metrics", "rejects")
-# The Prefect tasks of one iteration, in order (tasks/<name>.py each).
-ROUND_TASKS: tuple[str, ...] = ("sample_docs", "question", "respond", "verify", "reward")
-STEP_TASKS: tuple[str, ...] = ("select_batch", "grpo_step", "checkpoint")

@@ -46,6 +46,22 @@ class StageContext:
         where = hashlib.sha256(str(self.layout.root).encode()).hexdigest()[:8]
         return f"spell-{self.layout.run}-{where}" + (f"-{self.branch}" if self.branch else "")
 
+    def prior_round_files(self, kinds: tuple[str, ...], rnd: int) -> dict[str, list[Path]]:
+        """Round files of each kind before round `rnd`: the main line's earlier iterations, then this
+        iteration's (or branch's) earlier rounds, in order (what the history memory and the collapse window
+        are rebuilt from)."""
+        files: dict[str, list[Path]] = {kind: [] for kind in kinds}
+        for k in self.layout.iterations():
+            if k >= self.iteration:
+                break
+            d = self.layout.iter_dir(k)
+            for kind in kinds:
+                files[kind] += sorted(d.glob(f"{kind}_r*.parquet"))
+        for r in range(1, rnd):
+            for kind in kinds:
+                files[kind].append(self.file(kind, r))
+        return files
+
     def read(self, kind: str, rnd: int | None = None) -> list[dict[str, Any]]:
         p = self.file(kind, rnd)
         return read_rows(p) if p.is_file() else []

@@ -57,14 +57,7 @@ def reward(ctx: StageContext, rnd: int) -> dict[str, Any]:
 
 
 def _earlier_calibration_files(ctx: StageContext, rnd: int, n: int) -> list[Path]:
-    """The latest n rounds' calibration files before this one: the main line's earlier iterations, then this
-    iteration's (or branch's) earlier rounds (guards.collapse_window)."""
+    """The latest n rounds' calibration files before this one (guards.collapse_window)."""
     if n <= 0:
         return []
-    files: list[Path] = []
-    for k in ctx.layout.iterations():
-        if k >= ctx.iteration:
-            break
-        files += sorted(ctx.layout.iter_dir(k).glob("calibration_r*.parquet"))
-    files += [ctx.file("calibration", r) for r in range(1, rnd)]
-    return [f for f in files if f.is_file()][-n:]
+    return [f for f in ctx.prior_round_files(("calibration",), rnd)["calibration"] if f.is_file()][-n:]

@@ -22,18 +22,7 @@ from tasks.runner import run_stage
 
 
 def _history_files(ctx: StageContext, rnd: int) -> dict[str, list[Path]]:
-    """Main-line iterations before this one, plus this iteration's (or branch's) earlier rounds."""
-    files: dict[str, list[Path]] = {"prompts": [], "questions": [], "rewards": []}
-    for k in ctx.layout.iterations():
-        if k >= ctx.iteration:
-            break
-        d = ctx.layout.iter_dir(k)
-        for kind in files:
-            files[kind] += sorted(d.glob(f"{kind}_r*.parquet"))
-    for r in range(1, rnd):
-        for kind in files:
-            files[kind].append(ctx.file(kind, r))
-    return files
+    return ctx.prior_round_files(("prompts", "questions", "rewards"), rnd)
 
 
 def rebuild_state(ctx: StageContext, rnd: int, corpus: Corpus) -> tuple[HistoryMemory, TaskSampler, int]:

@@ -53,9 +53,8 @@ def server(tmp_path):
     proc, _, env = start_prefect_server(home)
     env = {**env, "SPELL_RAY_TMP": str(short_tmp()), "PREFECT_RUNNER_POLL_FREQUENCY": "2", "PYTHONUNBUFFERED": "1"}
     yield proc, env
-    for p in (proc.pid,):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
     subprocess.run(["pkill", "-9", "-f", env["SPELL_RAY_TMP"]], check=False)
 
 

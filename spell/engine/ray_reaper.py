@@ -31,13 +31,18 @@ def _stat(pid: int) -> tuple[int, int] | None:
     return None if fields[0] in ("Z", "X") else (int(fields[1]), int(fields[19]))
 
 
+def _children_by_parent() -> dict[int, list[tuple[int, int]]]:
+    """parent pid -> (pid, start time) of its live children, from one pass over /proc."""
+    out: dict[int, list[tuple[int, int]]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (st := _stat(int(entry.name))):
+            out.setdefault(st[0], []).append((int(entry.name), st[1]))
+    return out
+
+
 def children(pid: int) -> list[tuple[int, int]]:
     """(pid, start time) of the live direct children of `pid`."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (st := _stat(int(entry.name))) and st[0] == pid:
-            out.append((int(entry.name), st[1]))
-    return out
+    return _children_by_parent().get(pid, [])
 
 
 def start_reaper(owner: int | None = None) -> subprocess.Popen | None:
@@ -63,10 +68,11 @@ def _same(pid: int, start: int) -> bool:
 
 def _tree(procs: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """The recorded processes still alive and all their descendants (the raylet's workers and agents)."""
+    by_parent = _children_by_parent()  # one scan, walked for every level
     out = [(p, s) for p, s in procs if _same(p, s)]
     frontier = list(out)
     while frontier:
-        frontier = [c for p, _ in frontier for c in children(p)]
+        frontier = [c for p, _ in frontier for c in by_parent.get(p, [])]
         out += frontier
     return out
 

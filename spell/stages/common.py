@@ -18,12 +18,15 @@ def ids(run: str, iteration: int, rnd: int) -> Row:
     return {"run": run, "iteration": iteration, "round": rnd}
 
 
-def token_cols(prompt_ids: list[int], c: Row) -> Row:
-    """The token columns of a generated row: what the GRPO step trains on and the views count."""
+def generated_cols(c: Row) -> Row:
+    """A completion's token columns (what the GRPO step trains on and the views count), its prompt's apart."""
     return {
-        "prompt_ids": prompt_ids,
         "response_ids": c["token_ids"],
         "finish_reason": c["finish_reason"],
         "prompt_tokens": c["prompt_tokens"],
         "response_tokens": len(c["token_ids"]),
     }
+
+
+def token_cols(prompt_ids: list[int], c: Row) -> Row:
+    return {"prompt_ids": prompt_ids, **generated_cols(c)}

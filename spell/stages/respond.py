@@ -10,7 +10,7 @@ from spell import task_types
 from spell.data.clusters import Corpus
 from spell.guards import GuardSwitches, response_guard
 from spell.roles import responder
-from spell.stages.common import Row, ids, token_cols
+from spell.stages.common import Row, generated_cols, ids
 
 
 def grounding_requests(questions: Sequence[Row]) -> list[tuple[Row, str]]:
@@ -81,7 +81,7 @@ def response_rows(
                     "rule_score": task_types.rule_score(q["task"], pred, q["answer"]),
                     "status": status,
                     "reason": why or "",
-                    **{k: v for k, v in token_cols(ro["prompt_ids"], c).items() if k != "prompt_ids"},
+                    **generated_cols(c),  # its prompt ids are its question's, in responder_prompt_rows
                 }
             )
     return out
