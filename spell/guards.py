@@ -130,12 +130,15 @@ def question_guard(
     options: dict[str, str] | None,
     documents: Sequence[str],
     switches: GuardSwitches,
+    history: Sequence[tuple[str, str]] = (),
 ) -> str | None:
     """The first guard a parsed proposal trips, as `guard <name>: <why>`, or None when it passes. The
     task-blind guards are here; the others are the task type's own (`TaskType.guards`)."""
     tt = task_types.get(task)
     own = tt.guards()
-    g = GuardInput(question, answer, options, documents, TEMPLATE_TEXTS, TEMPLATE_NUMBERS, tt.answer_is_letter)
+    g = GuardInput(
+        question, answer, options, documents, TEMPLATE_TEXTS, TEMPLATE_NUMBERS, tt.answer_is_letter, tuple(history)
+    )
     for name in QUESTION_GUARDS:
         check = own.get(name) or _TASK_BLIND.get(name)
         if check is not None and switches.on(name) and (why := check(g)):
@@ -167,14 +170,54 @@ def _not_a_question(g: GuardInput) -> str | None:
     return None
 
 
-_TASK_BLIND = {"template_answer": _template_answer, "not_a_question": _not_a_question}
+REPEAT_OVERLAP = 0.8  # word-set overlap (Jaccard) at which a question with the same answer is a re-ask
 
 
-def response_guard(text: str | None, switches: GuardSwitches) -> str | None:
-    """A responder answer that is the template's placeholder ('(insert answer here)') earns nothing
-    and is not sent to the verifier."""
+def _repeated_question(g: GuardInput) -> str | None:
+    words = set(normalize_answer(g.question).split())
+    answer = normalize_answer(g.answer)
+    for question, ref in g.history:
+        seen = normalize_answer(question)
+        if seen == normalize_answer(g.question) or contains_words(seen, normalize_answer(g.question)):
+            return "question re-asks one of the history memory's questions"
+        other = set(seen.split())
+        overlap = len(words & other) / len(words | other) if words | other else 0.0
+        if answer == normalize_answer(ref) and overlap >= REPEAT_OVERLAP:
+            return f"question re-asks a history question with the same answer ({overlap:.0%} of the words)"
+    return None
+
+
+_TASK_BLIND = {
+    "template_answer": _template_answer,
+    "not_a_question": _not_a_question,
+    "repeated_question": _repeated_question,
+}
+
+_HEDGE = re.compile(r"\s+or\s+|\s*;\s*|\s+/\s+|\s*\|\s*", re.IGNORECASE)
+_LIST = re.compile(r"\s*,\s+")  # a comma and a space: "1,000" stays one number
+
+
+def multiple_candidates(prediction: str | None) -> str | None:
+    """Why an extracted answer names several candidates, or None: 'X or Y' (and ';', ' / ', '|') hedges, and
+    three or more comma-separated items of at most three words each list."""
+    if not prediction:
+        return None
+    hedged = [p for p in _HEDGE.split(prediction.strip()) if p.strip()]
+    if len(hedged) >= 2:
+        return f"the answer hedges between {len(hedged)} candidates"
+    items = [p for p in _LIST.split(re.sub(r"\s+and\s+", ", ", prediction.strip())) if p.strip()]
+    if len(items) >= 3 and all(len(p.split()) <= 3 for p in items):
+        return f"the answer lists {len(items)} candidates"
+    return None
+
+
+def response_guard(text: str | None, prediction: str | None, switches: GuardSwitches) -> str | None:
+    """A responder answer that is the template's placeholder ('(insert answer here)') or that names several
+    candidates earns nothing and is not sent to the verifier."""
     if switches.on("placeholder_answer") and isinstance(text, str) and PLACEHOLDER in text.lower():
         return "guard placeholder_answer: the answer is the template's placeholder"
+    if switches.on("multiple_candidates") and (why := multiple_candidates(prediction)):
+        return f"guard multiple_candidates: {why}"
     return None
 
 

@@ -235,6 +235,18 @@ def _round_up_3(x: float) -> Decimal | None:
         return None
 
 
+def docmath_strict_match(prediction: object, gold: object) -> bool:
+    """The numeric match without slips: 0.15% relative tolerance or equal after rounding up to 3 decimals,
+    signs kept and no x100/x1e3/x1e6/x1e9 factor (`guards.strict_docmath`)."""
+    p, g = parse_number(prediction), parse_number(gold)
+    if p is None or g is None:
+        return False
+    if abs(p - g) <= DOCMATH_REL_TOL * abs(g):
+        return True
+    rp, rg = _round_up_3(p), _round_up_3(g)
+    return rp is not None and rp == rg and (p < 0) == (g < 0)
+
+
 def docmath_match(prediction: object, gold: object) -> bool:
     """Numeric match (spec Part B §3.1): relative tolerance 0.15%, or equal after rounding up to
     3 decimals, or equal up to a x100/x1e3/x1e6/x1e9 slip (percent and unit slips are forgiven)."""

@@ -26,8 +26,12 @@ QUESTION_GUARDS: tuple[str, ...] = (
     "template_number",
     "mc_options",
     "answer_in_question",
+    "repeated_question",
+    "looked_up_answer",
+    "one_char_reference",
 )
-RESPONSE_GUARDS: tuple[str, ...] = ("placeholder_answer",)
+# the answer guards; strict_docmath is a training-time rule switch, counted as these are
+RESPONSE_GUARDS: tuple[str, ...] = ("placeholder_answer", "multiple_candidates", "strict_docmath")
 GUARDS: tuple[str, ...] = QUESTION_GUARDS + RESPONSE_GUARDS
 
 # A questioner proposal's status (paper §3.2): rejected is a guard's verdict.

@@ -36,6 +36,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("doc_indices", pa.list_(pa.int32())),
             ("new_doc_indices", pa.list_(pa.int32())),
             ("history_size", pa.int32()),
+            ("history_questions", pa.list_(pa.string())),  # the history memory the prompt shows (repeated_question)
+            ("history_answers", pa.list_(pa.string())),
             ("target_letter", pa.string()),
             ("context_chars", pa.int64()),
             ("prompt", pa.string()),

@@ -7,7 +7,7 @@ from typing import Any
 from prefect import task
 
 from spell.data.clusters import Corpus
-from spell.guards import GuardSwitches
+from spell.guards import GuardSwitches, guard_counts
 from spell.stages.respond import (
     grounded_questions,
     grounding_requests,
@@ -16,6 +16,7 @@ from spell.stages.respond import (
     responder_requests,
     response_rows,
 )
+from spell.vocab import RESPONSE_GUARDS
 from storage.io import read_rows, write_rows
 from tasks.actor import generate, policy, prompt_chunk
 from tasks.context import StageContext
@@ -82,7 +83,7 @@ def respond(ctx: StageContext, rnd: int, corpus: Corpus) -> dict[str, Any]:
             "prompt_too_long": too_long,
             "rows": len(rows),
             "rule_accuracy": sum(r["rule_score"] for r in rows) / max(len(rows), 1),
-            "guard_placeholder_answer": sum(1 for r in rows if r["status"] == "rejected"),
+            **{f"guard_{k}": v for k, v in guard_counts(r["reason"] for r in rows).items() if k in RESPONSE_GUARDS},
         }
 
     return run_stage(ctx, f"respond_r{rnd:02d}", [src], [out_g, out_p, out_r], compute)

@@ -76,6 +76,15 @@ def test_overrides_and_round_trip(tmp_path):
     assert load_config(p) == cfg
 
 
+def test_a_key_inside_a_mapping_edits_it_rather_than_replacing_it():
+    cfg = load_config(None, ["data.task_weights.doc_mc=0"])  # the YAML says nothing of task_weights
+    assert cfg.data.task_weights == {"doc_general_qa": 1.0, "doc_mc": 0.0, "docmath_qa": 1.0}
+    yaml_given = load_config(CONFIGS / "default.yaml", ["rollout.role_max_new_tokens.questioner=50"])
+    assert yaml_given.rollout.role_max_new_tokens["questioner"] == 50
+    assert yaml_given.rollout.role_max_new_tokens["verifier"] == 6  # the preset's other caps stay
+    assert load_config(None, ["data.task_weights={doc_mc: 1}"]).data.task_weights == {"doc_mc": 1.0}  # whole: replaced
+
+
 def test_bad_files(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")

@@ -4,7 +4,7 @@ is rejected with a recorded reason, honest samples pass, and every switch off is
 import pytest
 
 from spell.calibration import Calibration, decisive_label, verifier_calibration
-from spell.config import load_config
+from spell.config import ConfigError, load_config
 from spell.guards import GuardSwitches, guard_counts, question_guard, response_guard
 from spell.stages.question import question_rows
 from spell.stages.respond import response_rows
@@ -76,9 +76,9 @@ def test_honest_proposals_pass_every_guard(task, question, answer, options):
 
 
 def test_placeholder_answer_is_recorded_not_verified():
-    assert response_guard("The correct answer is (insert answer here).", ALL) is not None
-    assert response_guard("The correct answer is Syria.", ALL) is None
-    assert response_guard("The correct answer is (insert answer here).", GuardSwitches()) is None
+    assert response_guard("The correct answer is (insert answer here).", None, ALL) is not None
+    assert response_guard("The correct answer is Syria.", "Syria", ALL) is None
+    assert response_guard("The correct answer is (insert answer here).", None, GuardSwitches()) is None
     q = {"run": "r", "iteration": 1, "round": 1, "question_id": "q1", "task": "doc_mc", "answer": "A"}
     ro = {"prompt_ids": [1], "completions": [
         {"text": t, "token_ids": [2], "finish_reason": "stop", "prompt_tokens": 1}
@@ -217,6 +217,29 @@ def test_format_only_control_rewards_well_formed_outputs_only():
     assert {r["label_source"] for r in rows.values()} == {"format"}
 
 
+def test_random_reward_control_is_a_seeded_coin_for_answers_only():
+    from spell.stages.reward import coin
+
+    ids = {"run": "r", "iteration": 1, "round": 1}
+    q = {**ids, "question_id": "q1", "task": "doc_general_qa", "cluster_id": "c", "status": "ok", "answer": "Paris"}
+    responses = [
+        {**ids, "response_id": f"q1-a{k}", "question_id": "q1", "task": "doc_general_qa", "prediction": "Paris",
+         "rule_score": 1.0, "status": "ok"}
+        for k in range(64)
+    ]  # fmt: skip
+    base = ["responder.group_size=64", "verifier.enabled=false"]
+    rows = reward_rows([q], [], responses, Votes.of([]), load_config(None, [*base, "reward.random_reward=true"]))
+    coins = [r["reward"] for r in rows if r["role"] == "responder"]
+    assert set(coins) == {0.0, 1.0} and 16 < sum(coins) < 48  # every answer right, yet the reward is a coin
+    again = reward_rows([q], [], responses, Votes.of([]), load_config(None, [*base, "reward.random_reward=true"]))
+    assert coins == [r["reward"] for r in again if r["role"] == "responder"]  # a replay draws the same coins
+    assert coin(0, "q1-a0") == coin(0, "q1-a0") and [coin(s, "q1-a0") for s in range(16)].count(1.0) not in (0, 16)
+    plain = reward_rows([q], [], responses, Votes.of([]), load_config(None, base))
+    assert [r["reward"] for r in plain if r["role"] == "responder"] == [1.0] * 64
+    with pytest.raises(ConfigError, match="two controls"):
+        load_config(None, ["reward.format_only=true", "reward.random_reward=true"])
+
+
 def test_question_word_opening_is_part_of_the_prefill():
     from spell.roles import prompts
 
@@ -244,43 +267,6 @@ def test_question_rows_count_every_answer_in_one_call():
     out = question_rows([p for p, _ in rows], [ro for _, ro in rows], cfg, count, lambda _: DOCS)
     assert calls == [["Paris", "the old town of Varnholt", "1932"]]
     assert [r["status"] for r in out] == ["ok", "invalid", "ok", "ok"]
-
-
-DOCS_25 = ["Revenue was 12.5 million in 2019 and 1.25 in Q2; margin 125 bps.", "Costs rose from 40 to 60."]
-NO_TWELVE = ["Costs rose from 40 to 60 in 2019."]
-MC_OPTIONS = {"A": "12.5%", "B": "40%", "C": "60%", "D": "1%"}
-
-
-@pytest.mark.parametrize(
-    ("task", "question", "answer", "options", "docs", "expected"),
-    [
-        # template numbers: an honest 12.5 / 1.25 / 125 that the documents hold, against a copied example
-        ("docmath_qa", "How much was revenue, in millions?", "12.5", None, DOCS_25, None),
-        ("docmath_qa", "How much was revenue, in millions?", "12.5", None, NO_TWELVE, "template_number"),
-        ("docmath_qa", "What was the Q2 ratio?", "1.25", None, DOCS_25, None),
-        ("docmath_qa", "How many basis points was the margin?", "125", None, DOCS_25, None),
-        ("doc_mc", "Which value was the revenue growth?", "A", MC_OPTIONS, DOCS_25, None),
-        ("doc_mc", "<your question>", "A", MC_OPTIONS, DOCS_25, "template_answer"),
-        # numbers in the template's prose are no examples: computed 20 and 1 are honest
-        ("docmath_qa", "By how much did costs rise?", "20", None, DOCS_25, None),
-        ("docmath_qa", "How much did costs rise per 20 units of the rise?", "1", None, DOCS_25, None),
-        # a digit inside a token is not the question stating its answer
-        ("docmath_qa", "What was revenue in Q2, in millions?", "2", None, DOCS_25, None),
-        ("docmath_qa", "What is 2 plus the growth of nothing?", "2", None, DOCS_25, "answer_in_question"),
-        # a computed general-QA number (the with-history prompt asks for one), against a made-up name
-        ("doc_general_qa", "By how many units did costs rise across both reports?", "20", None, DOCS_25, None),
-        ("doc_general_qa", "Which city reported the revenue?", "Paris", None, DOCS_25, "answer_not_in_docs"),
-        # an imperative asks; a statement does not
-        ("doc_general_qa", "Name the year revenue was 12.5 million.", "2019", None, DOCS_25, None),
-        ("doc_general_qa", "The town grew quickly.", "2019", None, DOCS_25, "not_a_question"),
-    ],
-)
-def test_a_guard_rejects_the_hack_and_passes_the_honest_proposal(task, question, answer, options, docs, expected):
-    """Issue 25 item 6: each false positive the 20-iteration run met, tested both ways."""
-    from spell.vocab import QUESTION_GUARDS
-
-    why = question_guard(task, question, answer, options, docs, GuardSwitches(frozenset(QUESTION_GUARDS)))
-    assert (why.split(":")[0].removeprefix("guard ") if why else None) == expected, why
 
 
 def test_general_qa_numbers_and_years_are_decisive_negatives():

@@ -165,6 +165,18 @@ class RewardConfig(_Section):
         "Control run, not the paper: every role is rewarded for a well-formed output only (a parsed proposal, "
         "a parsed answer, a readable vote), so its curves show what format learning alone does.",
     )
+    random_reward: bool = _field(
+        False,
+        "Learner control, not the paper: every responder answer's reward is a fair coin (Bernoulli 0.5, drawn "
+        "from run.seed and the answer's id), every other role's unchanged. Groups keep their variance but carry "
+        "no signal, so a held-out rise under it is the optimiser's drift, not learning (issue 25, rung A).",
+    )
+
+    @model_validator(mode="after")
+    def _one_control(self) -> RewardConfig:
+        if self.format_only and self.random_reward:
+            raise ValueError("reward.format_only and reward.random_reward are two controls: set one of them")
+        return self
 
 
 class SamplingConfig(_Section):

@@ -36,6 +36,33 @@ class GuardsConfig(_Section):
         "Record a responder answer that is the template's placeholder ('insert answer here') as rejected; it "
         "scores 0 and is not sent to the verifier.",
     )
+    repeated_question: bool = _field(
+        False,
+        "Reject a proposal that re-asks a question of the history memory it was shown (the same words, or "
+        "the same answer with 80% of the words): the memory asks for a new, harder question (paper §3.2).",
+    )
+    looked_up_answer: bool = _field(
+        False,
+        "Reject a DocMath answer that is a number the shown documents state: a look-up, not the calculation "
+        "the task asks for (paper §3.1, 'numerical reasoning').",
+    )
+    one_char_reference: bool = _field(
+        False,
+        "Reject a general-QA reference of one character after normalisation: cover exact match is a "
+        "substring test, so '1' is inside '1914' and nearly every answer scores it.",
+    )
+    multiple_candidates: bool = _field(
+        False,
+        "Record a responder answer that hedges between candidates ('X or Y', 'X; Y', 'X / Y') or lists three "
+        "or more short items as rejected: substring matching credits any list holding the reference, and "
+        "max(rule, verdict) cannot veto it.",
+    )
+    strict_docmath: bool = _field(
+        False,
+        "Training-time DocMath rule without the official rule's forgiveness of scale slips (1000 for "
+        "1,000,000, x100 for a percent) and sign slips (-3 for 3): such an answer scores 0 in training and "
+        "counts as decisively wrong in the collapse calibration. Evaluation keeps the official rule.",
+    )
     rejected_reward: float = _field(
         -1.0, "Questioner reward of a proposal a guard rejects (the paper's unparsable penalty, Eq. 7)."
     )

@@ -46,11 +46,15 @@ def _format_error(err: ValidationError) -> str:
     return "invalid spell config:\n  " + "\n  ".join(lines)
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, defaults: dict[str, Any]) -> None:
+    """Set one key; a key inside a mapping field the YAML left out (`data.task_weights.<task>=0`) edits the
+    field's default mapping rather than replacing it with a one-key one."""
     parts = dotted.split(".")
-    node = tree
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
+    node, default = tree, defaults
+    for depth, p in enumerate(parts[:-1]):
+        default = default.get(p, {}) if isinstance(default, dict) else {}
+        mapping = depth > 0 and depth == len(parts) - 2 and isinstance(default, dict)  # a field, not a section
+        node = node.setdefault(p, dict(default) if mapping else {})
         if not isinstance(node, dict):
             raise ConfigError(f"override '{dotted}': '{p}' is not a section")
     node[parts[-1]] = value
@@ -66,9 +70,10 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def config_from_dict(tree: dict[str, Any], overrides: list[str] | None = None) -> SpellConfig:
     tree = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (tree or {}).items()}
+    defaults = SpellConfig().model_dump() if overrides else {}
     for ov in overrides or []:
         key, value = parse_override(ov)
-        _set_dotted(tree, key, value)
+        _set_dotted(tree, key, value, defaults)
     try:
         return SpellConfig.model_validate(tree)
     except ValidationError as err:

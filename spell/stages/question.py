@@ -52,7 +52,8 @@ def question_rows(
             parsed = questioner.parse(p["task"], c["text"], counts.__getitem__, cfg.questioner.max_answer_tokens)
         if parsed.ok and switches.enabled and parsed.question is not None and parsed.answer is not None:
             docs = shown_documents(p) if shown_documents else []
-            why = question_guard(p["task"], parsed.question, parsed.answer, parsed.options, docs, switches)
+            history = list(zip(p.get("history_questions") or [], p.get("history_answers") or [], strict=True))
+            why = question_guard(p["task"], parsed.question, parsed.answer, parsed.options, docs, switches, history)
             if why:
                 parsed = questioner.ParsedQuestion("rejected", why, parsed.question, parsed.answer, parsed.options)
         out.append(

@@ -64,11 +64,17 @@ def response_rows(
 ) -> list[Row]:
     """G answers per question, parsed and rule-scored; a guarded answer is `rejected` (no prediction)."""
     out = []
+    switches = switches or GuardSwitches()
+    strict = switches.on("strict_docmath")
     for (q, _), ro in zip(requests, rollouts, strict=True):
         for j, c in enumerate(ro["completions"]):
-            why = response_guard(c["text"], switches or GuardSwitches())
-            pred = None if why else responder.parse(q["task"], c["text"])
+            pred = responder.parse(q["task"], c["text"])
+            why = response_guard(c["text"], pred, switches)
+            pred = None if why else pred
             status = "rejected" if why else ("ok" if pred is not None else "unparsed")
+            rule = task_types.rule_score(q["task"], pred, q["answer"], strict=strict)
+            if strict and rule < task_types.rule_score(q["task"], pred, q["answer"]):
+                why = f"guard strict_docmath: {pred} matches {q['answer']} only up to a scale or sign slip"
             out.append(
                 {
                     **ids(q["run"], q["iteration"], q["round"]),
@@ -78,7 +84,7 @@ def response_rows(
                     "sample": j,
                     "text": c["text"],
                     "prediction": pred,
-                    "rule_score": task_types.rule_score(q["task"], pred, q["answer"]),
+                    "rule_score": rule,
                     "status": status,
                     "reason": why or "",
                     **generated_cols(c),  # its prompt ids are its question's, in responder_prompt_rows

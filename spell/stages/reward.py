@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -200,7 +201,22 @@ def reward_rows(
         )
     if cfg.reward.format_only:
         _format_only(out, responses, votes)
+    if cfg.reward.random_reward:
+        _coin_rewards(out, cfg.run.seed)
     return out
+
+
+def coin(seed: int, sample_id: str) -> float:
+    """A fair coin fixed by the seed and the sample's id: the same answer gets the same draw on a replay."""
+    return float(hashlib.sha256(f"{seed}:{sample_id}".encode()).digest()[0] & 1)
+
+
+def _coin_rewards(rows: list[Row], seed: int) -> None:
+    """The learner control (`reward.random_reward`): responder rewards replaced by seeded fair coins."""
+    for row in rows:
+        if row["role"] == "responder":
+            row["reward"] = coin(seed, row["sample_id"])
+            row["label_source"] = "random"
 
 
 def _format_only(rows: list[Row], responses: Sequence[Row], votes: Votes) -> None:

@@ -47,11 +47,13 @@ def extract_answer(text: str | None, task: str) -> str | None:
     return get(task).extract(text)
 
 
-def rule_score(task: str, prediction: str | None, reference: str | None) -> float:
-    """R_rule for a parsed prediction against the questioner's parsed reference (0.0 or 1.0)."""
+def rule_score(task: str, prediction: str | None, reference: str | None, strict: bool = False) -> float:
+    """R_rule for a parsed prediction against the questioner's parsed reference (0.0 or 1.0); `strict` drops
+    the forgiveness of slips (`TaskType.strict_rule_score`)."""
     if prediction is None or reference is None:
         return 0.0
-    return get(task).rule_score(prediction, reference)
+    tt = get(task)
+    return tt.strict_rule_score(prediction, reference) if strict else tt.rule_score(prediction, reference)
 
 
 __all__ = ["TaskType", "extract_answer", "get", "names", "registry", "rule_score"]

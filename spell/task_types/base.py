@@ -49,6 +49,7 @@ class GuardInput:
     template_texts: frozenset[str]
     template_numbers: frozenset[float]
     answer_is_letter: bool = False  # the task's answer is a letter (multiple choice)
+    history: Sequence[tuple[str, str]] = ()  # the (question, answer) pairs of the history memory it was shown
 
 
 GuardCheck = Callable[[GuardInput], "str | None"]
@@ -93,6 +94,10 @@ class TaskType:
     def rule_score(self, prediction: str, reference: str) -> float:
         """R_rule (0.0 or 1.0) of a parsed prediction against the parsed reference (spec Part A)."""
         raise NotImplementedError
+
+    def strict_rule_score(self, prediction: str, reference: str) -> float:
+        """The rule without the slips the official one forgives (`guards.strict_docmath`); by default the same."""
+        return self.rule_score(prediction, reference)
 
     def decisive_label(self, prediction: str, rule: float, reference: str | None = None) -> int | None:
         """1 or 0 where the rule check settles the answer without a judge, else None. By default a rule hit is

@@ -7,7 +7,14 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from spell.rules import docmath_match, extract_docmath_answer, numbers_in, parse_number, same_number
+from spell.rules import (
+    docmath_match,
+    docmath_strict_match,
+    extract_docmath_answer,
+    numbers_in,
+    parse_number,
+    same_number,
+)
 from spell.task_types.base import GuardCheck, GuardInput, ProposedAnswer, TaskType
 
 MATH_PRINCIPLES = """## Design Principles
@@ -71,6 +78,24 @@ def answer_in_question(g: GuardInput) -> str | None:
     return f"question contains its answer {g.answer!r}" if hit else None
 
 
+# words that ask for a calculation: a computed answer may equal a stated number (a growth of 50 beside a 50)
+_CALCULATION = re.compile(
+    r"\b(?:chang\w*|differ\w*|grow\w*|growth|increas\w*|decreas\w*|declin\w*|ris\w*|fell|fall\w*|drop\w*|"
+    r"total\w*|sum|combined|together|average\w*|mean|ratio|percent\w*|proportion|share|rate|per|margin|"
+    r"more|less|fewer|higher|lower|exceed\w*|remain\w*|left|net|after|if|would|times|multipl\w*|divid\w*)\b",
+    re.IGNORECASE,
+)
+
+
+def looked_up_answer(g: GuardInput) -> str | None:
+    value = parse_number(g.answer)
+    if value is None or _CALCULATION.search(g.question):
+        return None
+    if not any(same_number(value, d) for d in numbers_in(" ".join(g.documents))):
+        return None
+    return f"answer {g.answer!r} is a number the documents state and the question asks no calculation: a look-up"
+
+
 class DocMath(TaskType):
     name = "docmath_qa"
     questioner_intro = (
@@ -101,11 +126,18 @@ class DocMath(TaskType):
     def rule_score(self, prediction: str, reference: str) -> float:
         return 1.0 if docmath_match(prediction, reference) else 0.0
 
+    def strict_rule_score(self, prediction: str, reference: str) -> float:
+        return 1.0 if docmath_strict_match(prediction, reference) else 0.0
+
     def decisive_label(self, prediction: str, rule: float, reference: str | None = None) -> int | None:
         return int(rule >= 0.5)  # a number is right or wrong: no paraphrase possible
 
     def guards(self) -> Mapping[str, GuardCheck]:
-        return {"template_number": template_number, "answer_in_question": answer_in_question}
+        return {
+            "template_number": template_number,
+            "answer_in_question": answer_in_question,
+            "looked_up_answer": looked_up_answer,
+        }
 
 
 TASK_TYPE = DocMath()

@@ -63,6 +63,12 @@ def answer_in_question(g: GuardInput) -> str | None:
     return f"question contains its answer {g.answer[:40]!r}" if hit else None
 
 
+def one_char_reference(g: GuardInput) -> str | None:
+    if len(normalize_answer(g.answer)) <= 1:
+        return f"reference {g.answer!r} has one character: cover exact match finds it inside most answers"
+    return None
+
+
 class GeneralQA(TaskType):
     name = "doc_general_qa"
     questioner_intro = "You are an expert in document analysis, building a benchmark of hard reading questions."
@@ -101,7 +107,11 @@ class GeneralQA(TaskType):
         return None
 
     def guards(self) -> Mapping[str, GuardCheck]:
-        return {"answer_not_in_docs": answer_not_in_docs, "answer_in_question": answer_in_question}
+        return {
+            "answer_not_in_docs": answer_not_in_docs,
+            "answer_in_question": answer_in_question,
+            "one_char_reference": one_char_reference,
+        }
 
 
 TASK_TYPE = GeneralQA()
