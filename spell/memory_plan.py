@@ -18,7 +18,9 @@ from typing import Any
 GIB = float(1 << 30)
 CUDA_CONTEXT_GIB = 0.6  # per process per GPU (torch 2.x, lazy module loading)
 NCCL_BUFFERS_GIB = 0.5  # per learner rank
-VLLM_ASLEEP_GIB = 0.5  # what a sleeping vLLM engine keeps (its context, small buffers)
+VLLM_ASLEEP_GIB = 2.0  # what a level-2-asleep vLLM engine keeps (CUDA graph pools, buffers): not yet measured
+LEARNER_RESIDUE = 0.05  # share of a rank's step transients still reserved after empty_cache (fragmentation)
+LOGIT_BYTES_FP32, LOGIT_BYTES_BF16 = 12, 20  # per kept logit: see ASSUMPTIONS
 VLLM_ACTIVATION_GIB = 1.5  # vLLM's own profiled activation peak, outside the KV cache
 HEADROOM = 0.95  # the share of a GPU's memory a plan may fill: the caching allocator fragments the rest
 SHORT_PROMPT = 1024  # a verifier/grounding prompt: the densest response share of any training row
@@ -30,9 +32,18 @@ ASSUMPTIONS = (
     "3 x intermediate values per layer (fitted on CPU: tests/test_memory_plan.py); attention is "
     "memory-efficient (flash-attn or SDPA's kernels), no T x T score matrix",
     f"logits for the response tokens of a micro-batch only (logits_to_keep): train_token_budget x "
-    f"max_new/(max_new+{SHORT_PROMPT}) tokens x vocab x 12 B (bf16 logits, fp32 copy, scaled copy, grad)",
+    f"max_new/(max_new+{SHORT_PROMPT}) x vocab x {LOGIT_BYTES_BF16} B in bf16 (bf16 logits, fp32 copy, fp32 "
+    f"log-softmax kept for backward, its fp32 gradient, the bf16 gradient) or {LOGIT_BYTES_FP32} B in fp32",
+    "a micro-batch holds max(train_token_budget, the longest training row = responder.max_prompt_tokens + "
+    "rollout.max_new_tokens) tokens: a longer row gets a row of its own",
+    "shared-prefix and packed rows carry a dense T x T additive mask in the compute dtype (SDPA without "
+    "flash-attn's varlen kernel)",
+    "FSDP2: two bf16 layers in flight plus the root unit (embeddings, untied head) gathered for the whole step",
+    f"the learner ranks empty their allocator cache after the step and after their send "
+    f"(spell/engine/learner/fsdp.py); {LEARNER_RESIDUE:.0%} of the step's transients stays reserved "
+    "(fragmentation; a colocated vLLM replica, another process, cannot use it)",
     f"vLLM takes gpu_memory_utilization x GPU memory when awake (weights/TP + ~{VLLM_ACTIVATION_GIB} GiB "
-    f"activations + KV cache), ~{VLLM_ASLEEP_GIB} GiB asleep; CUDA context {CUDA_CONTEXT_GIB} GiB per "
+    f"activations + KV cache), ~{VLLM_ASLEEP_GIB} GiB asleep (unmeasured); CUDA context {CUDA_CONTEXT_GIB} GiB per "
     f"process, NCCL {NCCL_BUFFERS_GIB} GiB per rank; a plan may fill {HEADROOM:.0%} of a GPU (fragmentation)",
 )
 
@@ -157,16 +168,24 @@ def activation_bytes(shape: ModelShape, tokens: int, checkpointing: bool, comput
     return tokens * shape.layers * per_layer * compute_bytes
 
 
-def logits_bytes(shape: ModelShape, kept: float) -> float:
-    """Logits of the `kept` response tokens: bf16/fp32 logits, the fp32 scaled copy and its gradient."""
-    return kept * shape.vocab * 12
+def logits_bytes(shape: ModelShape, kept: float, compute_bytes: int = 4) -> float:
+    """Logits of the `kept` response tokens and what the log-softmax backward holds (ASSUMPTIONS)."""
+    return kept * shape.vocab * (LOGIT_BYTES_FP32 if compute_bytes == 4 else LOGIT_BYTES_BF16)
 
 
-def _learner_step(cfg: Any, shape: ModelShape, compute_bytes: int) -> tuple[float, float]:
-    """Activations and logits of one micro-batch of `engine.train_token_budget` tokens (bytes)."""
-    tokens, new = cfg.engine.train_token_budget, cfg.rollout.max_new_tokens
+def micro_batch_tokens(cfg: Any) -> int:
+    """The most tokens one micro-batch holds: the budget, or the longest training row, which gets its own."""
+    return max(cfg.engine.train_token_budget, cfg.responder.max_prompt_tokens + cfg.rollout.max_new_tokens)
+
+
+def _learner_step(cfg: Any, shape: ModelShape, compute_bytes: int) -> tuple[float, float, float]:
+    """Activations, logits and the attention mask of the largest micro-batch (bytes)."""
+    tokens, new = micro_batch_tokens(cfg), cfg.rollout.max_new_tokens
     act = activation_bytes(shape, tokens, cfg.model.gradient_checkpointing, compute_bytes)
-    return act, logits_bytes(shape, tokens * new / (new + SHORT_PROMPT))
+    mask = tokens * tokens * compute_bytes if cfg.engine.shared_prefix or cfg.engine.packing else 0.0
+    # the densest response share is a budget of short-prompt rows; a longest row keeps only its answer
+    kept = max(cfg.engine.train_token_budget * new / (new + SHORT_PROMPT), min(new, tokens))
+    return act, logits_bytes(shape, kept, compute_bytes), mask
 
 
 def _lora_params(cfg: Any, shape: ModelShape) -> int:
@@ -184,7 +203,7 @@ def plan_memory(cfg: Any, shape: ModelShape, gpus_available: int | None, gpu_gib
     lora = cfg.model.lora_rank > 0
     on_gpu = gpu_gib is not None
     compute = 2 if on_gpu and cfg.model.dtype != "float32" else 4
-    act, logits = _learner_step(cfg, shape, compute)
+    act, logits, mask = _learner_step(cfg, shape, compute)
     if lora:
         resident, grads = p * compute + _lora_params(cfg, shape) * 12, _lora_params(cfg, shape) * 4
     else:
@@ -208,12 +227,16 @@ def plan_memory(cfg: Any, shape: ModelShape, gpus_available: int | None, gpu_gib
         per = Budget("learner rank" + (" + colocated vLLM replica" if vllm and eng.rollout_replicas > 1 else ""),
                      ranks)  # fmt: skip
         layer = shape.layer_params() * 2
-        gathered = 2 * layer + shape.vocab * shape.hidden * 2  # two bf16 layers in flight, the embedding
+        root = shape.vocab * shape.hidden * 2 * (1 if shape.tied else 2)  # embeddings and untied head, bf16
+        gathered = 2 * layer + root
         per.add("weights + AdamW state (sharded)", resident / ranks, resident / ranks)
         per.add("gradients (sharded)", 0, grads / ranks)
-        per.add("gathered bf16 layers", 0, gathered)
+        per.add("gathered bf16 layers + root unit", 0, gathered)
         per.add("activations (one micro-batch)", 0, act)
         per.add("logits (response tokens)", 0, logits)
+        per.add("attention mask (shared/packed rows)", 0, mask)
+        transients = grads / ranks + gathered + act + logits + mask
+        per.add("learner reserve after empty_cache", LEARNER_RESIDUE * transients, 0)
         per.add("CUDA context + NCCL", ctx + NCCL_BUFFERS_GIB * GIB, ctx + NCCL_BUFFERS_GIB * GIB)
         if vllm and eng.rollout_replicas > 1:
             add_vllm(per)
@@ -225,6 +248,7 @@ def plan_memory(cfg: Any, shape: ModelShape, gpus_available: int | None, gpu_gib
             policy.add("bf16 autocast weight copy", 0, p * 2)
         policy.add("activations (one micro-batch)", 0, act)
         policy.add("logits (response tokens)", 0, logits)
+        policy.add("attention mask (shared/packed rows)", 0, mask)
         if on_gpu:
             policy.add("CUDA context", ctx, ctx)
         if vllm:

@@ -184,6 +184,10 @@ SCHEMAS: dict[str, pa.Schema] = {
                 # the hops (sharded learner -> policy actor, policy actor -> replicas); 0 with neither
                 "weight_sync_bytes",
                 "weight_sync_seconds",
+                # the sharded learner's fullest rank: its allocator peak in the step, and what it still
+                # reserved after emptying its cache (what a colocated vLLM replica cannot use); 0 on the CPU
+                "rank_peak_gib",
+                "rank_reserved_gib",
             )
         ]
         + [("learner_steps", pa.int64())]

@@ -141,10 +141,12 @@ def test_the_learner_built_in_code_takes_the_runs_layout():
     [
         (["engine.sleep_between_phases=false"], "sleep_between_phases: false with rollout replicas"),
         (["engine.gpus_per_rank=0"], "gpus_per_rank: 0 with vLLM rollout replicas"),
+        (["engine.tensor_parallel=2"], "tensor_parallel > 1 with rollout replicas"),  # item 2: a hang
     ],
 )
 def test_layouts_the_cluster_cannot_run_are_refused_in_one_line(overrides, needle):
-    """Issue 27 item 4: colocated vLLM replicas that cannot sleep, or that sit in GPU-less bundles."""
+    """Issue 27 items 2 and 4: colocated vLLM replicas that cannot sleep, sit in GPU-less bundles, or would start
+    a tensor-parallel executor in a placement group whose GPUs are taken."""
     sharded = ["engine.backend=vllm", "engine.learner_ranks=2", "engine.rollout_replicas=2"]
     load_config(None, sharded)  # the layout itself is fine
     with pytest.raises(ConfigError, match=needle) as err:

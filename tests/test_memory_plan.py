@@ -102,3 +102,27 @@ def test_learner_step_arithmetic_matches_measured_host_memory(tmp_path):
     for m in probes:
         assert m["params"] == m["planned_params"]
         assert 0.8 * m["step_peak"] <= m["planned_step_peak"] <= 1.7 * m["step_peak"], m
+
+
+def test_the_8gpu_plan_counts_the_learner_reserve_and_the_bf16_logits_backward():
+    """Issue 27 item 7: what the plan missed, each term from the preset's numbers."""
+    from spell.memory_plan import GIB, LEARNER_RESIDUE, LOGIT_BYTES_BF16, micro_batch_tokens
+
+    cfg = load_config(PAPER)
+    plan = plan_memory(cfg, model_shape(cfg.model.path), 8, 80.0)
+    rank = plan.budgets[1].items
+    shape = model_shape(cfg.model.path)
+    new = cfg.rollout.max_new_tokens
+    kept = cfg.engine.train_token_budget * new / (new + 1024)
+    assert rank["logits (response tokens)"][1] == pytest.approx(kept * shape.vocab * LOGIT_BYTES_BF16 / GIB)
+    assert micro_batch_tokens(cfg) == 16384 + 4096  # the longest row gets its own micro-batch, over the budget
+    tokens = micro_batch_tokens(cfg)
+    assert rank["attention mask (shared/packed rows)"][1] == pytest.approx(tokens * tokens * 2 / GIB)
+    reserve, _ = rank["learner reserve after empty_cache"]
+    transients = sum(t for n, (_, t) in rank.items() if n in (
+        "gradients (sharded)", "gathered bf16 layers + root unit", "activations (one micro-batch)",
+        "logits (response tokens)", "attention mask (shared/packed rows)"))  # fmt: skip
+    assert reserve == pytest.approx(LEARNER_RESIDUE * transients) and reserve > 0  # held while vLLM is awake
+    untied = rank["gathered bf16 layers + root unit"][1] * GIB - 2 * shape.layer_params() * 2
+    assert untied == pytest.approx(2 * shape.vocab * shape.hidden * 2)  # embeddings and head, both gathered
+    assert plan.fits

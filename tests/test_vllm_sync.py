@@ -250,3 +250,38 @@ def test_a_failed_step_leaves_generation_usable(fake_vllm, tiny_model_dir, monke
     pol.train_step(SEQS)  # the push reaches the replicas again: they share the rollouts once more
     with pytest.raises(AssertionError, match="without weights was asked"):
         pol.rollout(["a", "b"], {"n": 1, "max_new_tokens": 4})
+
+
+def test_a_replica_wakes_its_weights_only_after_the_sharded_learner_sent_and_freed(fake_vllm, tiny_model_dir):
+    """Issue 27 item 1: a colocated replica cannot free a learner rank's allocator cache, so the step runs
+    learner step (ranks empty their cache) -> pull (the ranks send, then empty it again) -> replicas wake
+    their weights -> push -> KV cache."""
+    from spell.engine.sync.broadcast import SyncStats
+
+    pol = Policy(PolicySpec(model_path=tiny_model_dir, backend="vllm"))
+    log: list[str] = []
+
+    class Group:
+        def train_step(self, seqs):
+            log.append("learner step")
+            return {"loss": 0.0, "skipped": 0.0}
+
+    class Pull:
+        def pull(self, model):
+            log.append("pull")
+            return SyncStats(bytes=1)
+
+    class Replicas:
+        def __len__(self):
+            return 1
+
+        def call_all(self, method, *args):
+            log.append(method)
+
+        def push(self, model):
+            log.append("push")
+            return SyncStats(bytes=1)
+
+    pol.group, pol._pull, pol.replicas = Group(), Pull(), Replicas()
+    pol.train_step(SEQS)
+    assert log == ["pause_generation", "learner step", "pull", "resume_generation", "push"]

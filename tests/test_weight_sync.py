@@ -68,3 +68,52 @@ def test_broadcast_reaches_every_rank_in_place(wire):
         for name, t in src.items():
             assert torch.equal(got[name], t.detach().to(wire)) and got[name].data_ptr() == before[name]
         assert r[3].weight is r[0].weight  # the tied head followed its embedding
+
+
+class _Recording(SyncGroup):
+    """A group whose broadcasts succeed (or fail) without peers, recording aborts."""
+
+    def __init__(self, fail_at: int | None = None):
+        super().__init__(("127.0.0.1", 0), 0, 2, "gloo", timeout_s=5)
+        self.sent, self.aborted, self.fail_at = 0, 0, fail_at
+
+    def broadcast(self, t):
+        self.sent += 1
+        if self.sent == self.fail_at:
+            raise RuntimeError("peer gone")
+
+    def abort(self):
+        self.aborted += 1
+
+
+def test_a_receiver_that_stops_reading_aborts_the_group_so_the_sender_does_not_wait_out_the_timeout():
+    """Issue 27 item 3: an error in the consumer (vLLM's reload) or in a broadcast tears the group down."""
+    from spell.engine.sync.broadcast import SyncStats, iter_received
+
+    model = _model(0)
+    plan = plan_buckets(sync_tensors(model), 4, 64)
+    assert len(plan) >= 3
+    group = _Recording()
+    pairs = iter_received(group, plan, torch.float32, SyncStats())
+    next(pairs)
+    pairs.close()  # the consumer raised and stopped reading mid-plan
+    assert group.aborted == 1 and group.sent == 1
+    failing = _Recording(fail_at=2)
+    with pytest.raises(RuntimeError, match="peer gone"):
+        receive_weights(failing, plan, torch.float32, copy_into(sync_tensors(_model(1))))
+    assert failing.aborted == 1
+    sender = _Recording(fail_at=2)
+    with pytest.raises(RuntimeError, match="peer gone"):
+        send_weights(sender, sync_tensors(model), plan, torch.float32)
+    assert sender.aborted == 1
+    done = _Recording()
+    receive_weights(done, plan, torch.float32, copy_into(sync_tensors(_model(1))))
+    assert done.aborted == 0 and done.sent == len(plan)
+
+
+def test_an_aborted_gloo_group_refuses_further_broadcasts():
+    host = SyncGroup.host("127.0.0.1", 1, "gloo", timeout_s=10).connect()
+    host.broadcast(torch.zeros(3))  # a world of one: the root alone
+    host.abort()
+    with pytest.raises(AssertionError, match="aborted"):
+        host.broadcast(torch.zeros(3))

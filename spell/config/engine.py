@@ -125,6 +125,12 @@ class EngineConfig(_Section):
                 "sleep_between_phases: false with rollout replicas on the learner ranks' GPUs: a replica must sleep "
                 "during the step to share its rank's GPU; set engine.sleep_between_phases=true or rollout_replicas=1"
             )
+        if replicas_in_bundles and self.tensor_parallel > 1:
+            raise ValueError(
+                "tensor_parallel > 1 with rollout replicas on the learner ranks' GPUs: vLLM would start its Ray "
+                "executor inside a placement group whose GPUs are given to the ranks (it hangs); set "
+                "engine.tensor_parallel=1 or engine.rollout_replicas=1"
+            )
         if replicas_in_bundles and self.gpus_per_rank == 0:
             raise ValueError(
                 "gpus_per_rank: 0 with vLLM rollout replicas: the replicas live in the learner ranks' CPU bundles and "

@@ -294,10 +294,13 @@ class Policy:
                 self.resume_generation(self.model if getattr(gen, "weights_dropped", False) else None)
                 self._replicas_call("resume_generation")
             raise
-        self._replicas_call("resume_generation")
+        # the order that fits a colocated replica beside a learner rank (issue 27 item 1): the ranks emptied
+        # their allocator cache after the step and empty it again after their send, and only then does a
+        # replica map its weights' memory; its KV cache wakes after the push has filled them
         hops = []
         if self._pull is not None and not metrics.get("skipped"):
             hops.append(self._pull.pull(self.model))  # from the sharded learner's rank 0
+        self._replicas_call("resume_generation")
         if self.replicas:  # a replica asleep at level 2 dropped its weights: it takes them even after a skip
             hops.append(self.replicas.push(self.model))
         if hops:

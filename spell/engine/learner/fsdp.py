@@ -83,6 +83,18 @@ def apply_fsdp(model: torch.nn.Module, settings: ShardingSettings, device_type: 
     return model
 
 
+def release_step_memory() -> dict[str, float]:
+    """Give the step's cached blocks back to the driver, so that a colocated vLLM replica (another process,
+    which cannot free this one's cache) finds them when it wakes; report what this rank peaked at and what it
+    still reserves (GiB, 0 on the CPU)."""
+    if not torch.cuda.is_available():
+        return {"rank_peak_gib": 0.0, "rank_reserved_gib": 0.0}
+    peak = torch.cuda.max_memory_reserved() / float(1 << 30)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    return {"rank_peak_gib": peak, "rank_reserved_gib": torch.cuda.memory_reserved() / float(1 << 30)}
+
+
 def free_port() -> int:
     import socket
 
@@ -168,7 +180,7 @@ class ShardedLearnerWorker:
         # normaliser total/world: FSDP's average over ranks of (world x local sum / total) = the batch sum / total
         m = self.learner.train_step([TrainSequence.from_dict(s) for s in seqs], total_tokens / world, micro_batches)
         self.steps_seen += 1
-        return {**m, "loss": m["loss"] / world, "tokens": total_tokens}
+        return {**m, "loss": m["loss"] / world, "tokens": total_tokens, **release_step_memory()}
 
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
         """Unsharded weights on the CPU, on rank 0 (None elsewhere): for checks; the rollout copies get theirs
@@ -193,7 +205,9 @@ class ShardedLearnerWorker:
         """Every rank: all-gather each tensor in plan order; rank 0 broadcasts them to the rollout copies."""
         assert self.learner is not None
         with torch.no_grad():
-            return self._sender.send(self.learner.model, plan, wire)
+            stats = self._sender.send(self.learner.model, plan, wire)
+        release_step_memory()  # the gathered buckets: a colocated replica maps its weights next
+        return stats
 
     def save(self, path: str) -> None:
         """Sharded model and optimizer state (DCP, one file per rank) plus, on rank 0, the HF config and

@@ -88,6 +88,8 @@ class LearnerGroup:
         m["micro_batches"] = float(n_micro)
         for key in ("computed_tokens", "sequence_tokens"):  # summed over data-parallel ranks
             m[key] = sum(o.get(key, 0.0) for o in out) / self.sp
+        for key in ("rank_peak_gib", "rank_reserved_gib"):  # the fullest rank's, after its cache was emptied
+            m[key] = max(o.get(key, 0.0) for o in out)
         return m
 
     def _split(self, seqs: list[dict[str, Any]]) -> list[list[int]]:

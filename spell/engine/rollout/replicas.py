@@ -144,8 +144,14 @@ class RolloutReplicas:
             ray.get(joins)
             self._group = group
         receives = [a.receive_weights.remote() for a in self.actors]
-        stats = send_weights(self._group, tensors, self._plan, self._wire)
-        ray.get(receives)
+        group = self._group
+        try:
+            stats = send_weights(group, tensors, self._plan, self._wire)
+            ray.get(receives, timeout=group.timeout.total_seconds())  # a receiver that died does not hang us
+        except BaseException:
+            group.abort()
+            self._group = None  # the next push forms a new group
+            raise
         return stats
 
 

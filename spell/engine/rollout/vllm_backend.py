@@ -134,8 +134,10 @@ class VLLMGenerator:
             # layer by layer over the whole set); in this process lazily, one cast tensor at a time
             tensors = _unwrapped(model).state_dict()
             weights: Any = ((n, t.detach().to(self.dtype)) for n, t in tensors.items())
-            if self.tensor_parallel_size > 1:  # sent to worker processes: a list (serialised once)
-                weights = list(weights)
+            if self.tensor_parallel_size > 1:
+                # sent to worker processes through the RPC queue: host tensors (a CUDA tensor pickled there is
+                # a cross-process handle per worker, on a GPU the workers may not share), as one list
+                weights = [(n, t.to("cpu", non_blocking=False)) for n, t in weights]
             self.llm.collective_rpc("spell_load_weights", args=(weights,))
         self.weights_dropped = False
         self.llm.reset_prefix_cache()

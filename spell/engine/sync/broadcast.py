@@ -12,6 +12,7 @@ weight-transfer API do the same). The tensor list is agreed once at set-up, not 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -111,7 +112,9 @@ class SyncGroup:
             self._store = dist.TCPStore(*self.address, self.world, is_master=False, timeout=self.timeout)
         store = dist.PrefixStore("spell-weight-sync", self._store)
         if self.backend == "nccl":  # pragma: no cover - needs CUDA
-            self.pg = dist.ProcessGroupNCCL(store, self.rank, self.world)
+            opts = dist.ProcessGroupNCCL.Options()
+            opts._timeout = self.timeout  # else NCCL's own 10-minute default: a dead receiver blocks the rest
+            self.pg = dist.ProcessGroupNCCL(store, self.rank, self.world, opts)
         else:
             self.pg = dist.ProcessGroupGloo(store, self.rank, self.world, self.timeout)
         return self
@@ -122,10 +125,21 @@ class SyncGroup:
         return torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" else torch.device("cpu")
 
     def broadcast(self, t: torch.Tensor) -> None:
-        assert self.pg is not None, "connect() first"
+        assert self.pg is not None, "connect() first (or the group was aborted)"
         opts = dist.BroadcastOptions()
         opts.rootRank = 0
-        self.pg.broadcast([t], opts).wait()
+        if not self.pg.broadcast([t], opts).wait(self.timeout):
+            raise TimeoutError(f"weight-sync broadcast not done after {self.timeout.total_seconds():.0f} s")
+
+    def abort(self) -> None:
+        """Tear the group down after an error, so that the other members' pending collectives fail now
+        instead of waiting out the timeout; a later sync forms a new group."""
+        pg, self.pg = self.pg, None
+        if pg is not None:
+            for name in ("abort", "shutdown"):
+                with contextlib.suppress(Exception):
+                    getattr(pg, name)()
+                    break
 
 
 def send_weights(
@@ -134,12 +148,17 @@ def send_weights(
     """Rank 0: each bucket packed in the wire dtype (one bucket-sized buffer at a time) and broadcast."""
     stats = SyncStats()
     start = time.perf_counter()
-    with torch.no_grad():
-        for metas in plan:
-            flat = torch.cat([tensors[m.name].detach().reshape(-1).to(device=group.device, dtype=dtype) for m in metas])
-            group.broadcast(flat)
-            stats.bytes += flat.numel() * flat.element_size()
-            stats.buckets += 1
+    try:
+        with torch.no_grad():
+            for metas in plan:
+                parts = [tensors[m.name].detach().reshape(-1).to(device=group.device, dtype=dtype) for m in metas]
+                flat = torch.cat(parts)
+                group.broadcast(flat)
+                stats.bytes += flat.numel() * flat.element_size()
+                stats.buckets += 1
+    except BaseException:
+        group.abort()
+        raise
     stats.seconds = time.perf_counter() - start
     return stats
 
@@ -150,12 +169,16 @@ def iter_received(
     """A receiver: (name, view) pairs, each bucket received into one buffer when the previous one is used
     up, so a consumer that loads as it reads (vLLM's in-place reload) never holds more than a bucket."""
     start = time.perf_counter()
-    for metas in plan:
-        flat = torch.empty(sum(m.numel for m in metas), dtype=dtype, device=group.device)
-        group.broadcast(flat)
-        stats.bytes += flat.numel() * flat.element_size()
-        stats.buckets += 1
-        yield from _unpack(flat, metas)
+    try:
+        for metas in plan:
+            flat = torch.empty(sum(m.numel for m in metas), dtype=dtype, device=group.device)
+            group.broadcast(flat)
+            stats.bytes += flat.numel() * flat.element_size()
+            stats.buckets += 1
+            yield from _unpack(flat, metas)
+    except BaseException:  # a broadcast that failed, or a consumer that stopped reading (GeneratorExit)
+        group.abort()  # the sender and the other receivers fail now rather than after the timeout
+        raise
     stats.seconds = time.perf_counter() - start
 
 
