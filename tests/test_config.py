@@ -152,3 +152,21 @@ def test_layouts_the_cluster_cannot_run_are_refused_in_one_line(overrides, needl
     with pytest.raises(ConfigError, match=needle) as err:
         load_config(None, sharded + overrides)
     assert len(str(err.value).splitlines()) == 2  # the file line, then the one reason
+
+
+def test_gpu_visibility_settings_reach_every_actors_environment(monkeypatch):
+    """Issue 27 item 5: Ray's CUDA_VISIBLE_DEVICES masking and NVLS are settings, and an unmasked actor selects
+    the GPU Ray assigned it rather than device 0."""
+    from spell.engine.placement import NOSET_VISIBLE, actor_env, local_gpu_index, with_env
+    from spell.engine.spec import PolicySpec
+
+    spec = PolicySpec.from_config(load_config(None, ["engine.mask_gpus=false", "engine.nccl_nvls=false"]))
+    env = actor_env(spec.mask_gpus, spec.nccl_nvls)
+    assert env == {NOSET_VISIBLE: "1", "NCCL_NVLS_ENABLE": "0"}
+    assert actor_env() == {}  # the defaults: Ray masks, NVLS on
+    opts = with_env({"num_gpus": 1, "runtime_env": {"env_vars": {"SPELL_FAULT_HACK": "1"}}}, env)
+    assert opts["runtime_env"]["env_vars"] == {"SPELL_FAULT_HACK": "1", **env} and opts["num_gpus"] == 1
+    monkeypatch.delenv(NOSET_VISIBLE, raising=False)
+    assert local_gpu_index(["5"]) == 0  # masked: the one visible GPU is device 0
+    monkeypatch.setenv(NOSET_VISIBLE, "1")
+    assert local_gpu_index(["5"]) == 5 and local_gpu_index([]) == 0

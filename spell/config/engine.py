@@ -102,6 +102,18 @@ class EngineConfig(_Section):
     gpu_memory_utilization: float = _field(
         0.5, "Share of each GPU vLLM may take (weights + KV cache); the rest is the learner's.", gt=0, le=1
     )
+    mask_gpus: bool = _field(
+        True,
+        "Let Ray give each actor one visible GPU (CUDA_VISIBLE_DEVICES; device 0 inside). Not in the paper: on "
+        "NVSwitch H100/H200 machines that masking has known NCCL problems (NVLS ordering, P2P hangs above about "
+        "32 MB; NVIDIA NeMo-RL PR 2252); false leaves every GPU visible and each actor selects the GPU Ray "
+        "assigned it with set_device.",
+    )
+    nccl_nvls: bool = _field(
+        True,
+        "false sets NCCL_NVLS_ENABLE=0 in every actor: the other mitigation for the NVSwitch problems of "
+        "engine.mask_gpus (NVLink SHARP off; all-reduce bandwidth on NVSwitch drops a little).",
+    )
     sleep_between_phases: bool = _field(
         True,
         "vLLM sleep mode: free the KV cache (and weights, reloaded anyway) during each GRPO step so that "

@@ -25,6 +25,38 @@ def check_resources(world: int, gpus_per_rank: float, cpus_per_rank: float, avai
         )
 
 
+NOSET_VISIBLE = "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"  # Ray leaves CUDA_VISIBLE_DEVICES alone
+
+
+def actor_env(mask_gpus: bool = True, nccl_nvls: bool = True) -> dict[str, str]:
+    """Environment variables every GPU actor starts with (engine.mask_gpus, engine.nccl_nvls)."""
+    env = {} if mask_gpus else {NOSET_VISIBLE: "1"}
+    return env if nccl_nvls else {**env, "NCCL_NVLS_ENABLE": "0"}
+
+
+def local_gpu_index(assigned: list[str] | list[int] | None = None) -> int:
+    """The CUDA device index of this actor's GPU: 0 where Ray masked the others away, else the id Ray
+    assigned it (every GPU visible, engine.mask_gpus false)."""
+    import os
+
+    if os.environ.get(NOSET_VISIBLE) != "1":
+        return 0
+    if assigned is None:
+        import ray
+
+        assigned = ray.get_gpu_ids()
+    return int(assigned[0]) if assigned else 0
+
+
+def with_env(options: dict, env: dict[str, str]) -> dict:
+    """Actor options with `env` merged into their runtime environment's variables."""
+    if not env:
+        return options
+    runtime = dict(options.get("runtime_env") or {})
+    runtime["env_vars"] = {**runtime.get("env_vars", {}), **env}
+    return {**options, "runtime_env": runtime}
+
+
 def rollout_gpus(backend: str, tensor_parallel: int, cluster_gpus: float) -> int:
     """GPUs the policy actor (the rollout engine) takes: vLLM's tensor-parallel size, 1 for transformers,
     none on a CPU cluster."""

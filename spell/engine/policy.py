@@ -28,6 +28,7 @@ from spell.engine.models.loading import (
     resolve_model_path,
     wrap_lora,
 )
+from spell.engine.placement import actor_env
 from spell.engine.rollout.interface import Prompt, SamplingParams, render_prompt
 from spell.engine.rollout.replicas import RolloutReplicas
 from spell.engine.rollout.rows import rollout_rows
@@ -134,6 +135,7 @@ class Policy:
             name=self.spec.group_name,
             placement=self.spec.placement,
             gpu_share=0.5 if self._colocated() else 1.0,
+            env=actor_env(self.spec.mask_gpus, self.spec.nccl_nvls),
         )
 
     def _learner_sync(self) -> Any:

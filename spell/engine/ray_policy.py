@@ -146,7 +146,7 @@ def policy_actor(
     `checkpoint_root`, else from `initial_checkpoint`, else from the base model."""
     import ray
 
-    from spell.engine.placement import check_layout, rollout_gpus
+    from spell.engine.placement import actor_env, check_layout, rollout_gpus, with_env
 
     ckpt = latest_checkpoint(checkpoint_root) if checkpoint_root else None
     ckpt = ckpt or initial_checkpoint
@@ -182,6 +182,7 @@ def policy_actor(
     faults = {k: os.environ[k] for k in ("SPELL_FAULT_GARBAGE", "SPELL_FAULT_HACK") if os.environ.get(k)}
     if faults:  # test-only fault injection reaches the actor whichever process started Ray
         options["runtime_env"] = {"env_vars": faults}
+    options = with_env(options, actor_env(spec.mask_gpus, spec.nccl_nvls))
     handle = _create(ray.remote(WarmPolicy), options, (spec.to_dict(), str(ckpt) if ckpt else None, idle_timeout))
     try:
         ray.get(handle.info.remote(), timeout=start_timeout)  # surface construction errors here

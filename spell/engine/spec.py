@@ -40,6 +40,8 @@ class PolicySpec:
     sleep_between_phases: bool = True
     placement: str = "PACK"
     rollout_replicas: int = 1
+    mask_gpus: bool = True  # engine.mask_gpus: Ray's per-actor CUDA_VISIBLE_DEVICES
+    nccl_nvls: bool = True  # engine.nccl_nvls
     replica: bool = False  # a generation-only copy (no learner group, no replicas of its own)
     group_name: str = "spell-learner"  # names the learner group's placement group (one per policy actor)
 
@@ -87,6 +89,8 @@ class PolicySpec:
             sleep_between_phases=cfg.engine.sleep_between_phases,
             placement=cfg.engine.placement,
             rollout_replicas=cfg.engine.rollout_replicas,
+            mask_gpus=cfg.engine.mask_gpus,
+            nccl_nvls=cfg.engine.nccl_nvls,
         )
         return replace(spec, **overrides)
 

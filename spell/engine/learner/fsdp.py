@@ -138,7 +138,9 @@ class ShardedLearnerWorker:
             backend = "cpu:gloo,cuda:nccl" if cuda else "gloo"
             dist.init_process_group(backend, rank=self.rank, world_size=self.sharding.world_size)
         if cuda:
-            torch.cuda.set_device(0)  # Ray gives each actor its own GPU as device 0
+            from spell.engine.placement import local_gpu_index
+
+            torch.cuda.set_device(local_gpu_index())  # 0 under Ray's masking, else the GPU Ray assigned
         else:
             torch.set_num_threads(max(1, (os.cpu_count() or 2) // self.sharding.world_size))
         attn = attention_implementation(torch.device("cuda" if cuda else "cpu"))

@@ -20,7 +20,7 @@ from spell.engine.batching import split_by_tokens
 from spell.engine.learner.core import LearnerSettings
 from spell.engine.learner.fsdp import ShardedLearnerWorker, ShardingSettings
 from spell.engine.learner.shared_prefix import prefix_units, unit_tokens
-from spell.engine.placement import check_resources, remove_stale_placement_group
+from spell.engine.placement import check_resources, remove_stale_placement_group, with_env
 
 
 class LearnerGroup:
@@ -35,6 +35,7 @@ class LearnerGroup:
         name: str = "spell-learner",
         placement: str = "PACK",
         gpu_share: float = 1.0,
+        env: dict[str, str] | None = None,
     ):
         import ray
         from ray.util.placement_group import placement_group
@@ -50,9 +51,16 @@ class LearnerGroup:
         lset = asdict(learner)
         self.actors = [
             cls.options(
-                num_cpus=cpus_per_rank,
-                num_gpus=gpus_per_rank * gpu_share,  # < 1: a rollout replica takes the rest of this GPU
-                scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=r),
+                **with_env(
+                    {
+                        "num_cpus": cpus_per_rank,
+                        "num_gpus": gpus_per_rank * gpu_share,  # < 1: a rollout replica takes the rest of this GPU
+                        "scheduling_strategy": PlacementGroupSchedulingStrategy(
+                            self.pg, placement_group_bundle_index=r
+                        ),
+                    },
+                    env or {},
+                )
             ).remote(model_path, lset, asdict(sharding), r)
             for r in range(world)
         ]

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from spell.engine.placement import actor_env, with_env
 from spell.engine.rollout.interface import Prompt, SamplingParams
 from spell.engine.spec import PolicySpec
 from spell.engine.sync.broadcast import (
@@ -66,6 +67,7 @@ class RolloutReplicas:
                 opts["num_gpus"] = 0.5 if colocated else 0
             elif torch.cuda.is_available():
                 opts["num_gpus"] = spec.tensor_parallel if spec.backend == "vllm" else 1
+            opts = with_env(opts, actor_env(spec.mask_gpus, spec.nccl_nvls))
             actors.append(remote.options(**opts).remote(replica_spec, checkpoint))
         ray.get([a.info.remote() for a in actors])  # surface construction errors here
         return cls(actors)
