@@ -215,15 +215,16 @@ def plan_memory(cfg: Any, shape: ModelShape, gpus_available: int | None, gpu_gib
     engine_bytes = eng.gpu_memory_utilization * (gpu_gib or 0) * GIB
     ctx = CUDA_CONTEXT_GIB * GIB if on_gpu else 0.0
 
-    def add_vllm(b: Budget) -> None:
-        b.add("vLLM engine (weights + KV cache)", engine_bytes, VLLM_ASLEEP_GIB * GIB if eng.sleep_between_phases
-              else engine_bytes)  # fmt: skip
+    def add_vllm(b: Budget, share: float = eng.gpu_memory_utilization) -> None:
+        awake = share * (gpu_gib or 0) * GIB
+        b.add("vLLM engine (weights + KV cache)", awake, VLLM_ASLEEP_GIB * GIB if eng.sleep_between_phases
+              else awake)  # fmt: skip
         b.add("CUDA context (vLLM)", ctx, ctx)
 
     policy = Budget("policy actor" + (": learner + vLLM engine" if vllm and not ranks else ""), 1)
     if ranks:  # the sharded learner trains; the policy actor's full copy lives on the CPU
-        if vllm:
-            add_vllm(policy)
+        if vllm:  # its engine has a GPU to itself (engine.policy_gpu_memory_utilization)
+            add_vllm(policy, eng.policy_gpu_memory_utilization or eng.gpu_memory_utilization)
         per = Budget("learner rank" + (" + colocated vLLM replica" if vllm and eng.rollout_replicas > 1 else ""),
                      ranks)  # fmt: skip
         layer = shape.layer_params() * 2

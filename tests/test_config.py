@@ -170,3 +170,13 @@ def test_gpu_visibility_settings_reach_every_actors_environment(monkeypatch):
     assert local_gpu_index(["5"]) == 0  # masked: the one visible GPU is device 0
     monkeypatch.setenv(NOSET_VISIBLE, "1")
     assert local_gpu_index(["5"]) == 5 and local_gpu_index([]) == 0
+
+
+def test_the_policy_engine_with_a_gpu_of_its_own_takes_its_own_share():
+    """Issue 27 item 12: with a sharded learner the policy actor's engine does not share its GPU."""
+    from spell.engine.spec import PolicySpec
+
+    spec = PolicySpec.from_config(load_config(CONFIGS / "paper-qwen2.5-7b-8gpu.yaml"))
+    assert (spec.gpu_memory_utilization, spec.replica_gpu_memory_utilization) == (0.85, 0.4)
+    plain = PolicySpec.from_config(load_config(None, ["engine.gpu_memory_utilization=0.6"]))
+    assert plain.gpu_memory_utilization == plain.replica_gpu_memory_utilization == 0.6

@@ -95,7 +95,11 @@ def test_full_weights_sync_after_every_step(fake_vllm, tiny_model_dir):
     pol = Policy(PolicySpec(model_path=tiny_model_dir, backend="vllm", learner=LearnerSettings(lr=1e-2)))
     llm = fake_vllm.instances[0]
     assert llm.kw["enable_sleep_mode"] and llm.kw["gpu_memory_utilization"] == 0.5 and "enable_lora" not in llm.kw
-    assert "model.safetensors" in llm.snapshot_files and not llm.model_path.exists()  # removed once loaded
+    # the weights as loaded: vLLM starts from the folder itself, no snapshot written (issue 27 item 12)
+    assert str(llm.model_path) == tiny_model_dir and "model.safetensors" in llm.snapshot_files
+    from spell.engine.rollout.vllm_backend import _loadable_folder
+
+    assert _loadable_folder(tiny_model_dir) and not _loadable_folder(str(Path(tiny_model_dir).parent))
     pol.train_step(SEQS, iteration=1)
     # weights woken and loaded first, the step's cached blocks freed, then the KV cache (issue: shared GPUs)
     assert llm.calls == ["sleep2", "wake_up:weights", "load_weights", "reset_prefix_cache", "wake_up:kv_cache"]

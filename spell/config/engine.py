@@ -102,6 +102,14 @@ class EngineConfig(_Section):
     gpu_memory_utilization: float = _field(
         0.5, "Share of each GPU vLLM may take (weights + KV cache); the rest is the learner's.", gt=0, le=1
     )
+    policy_gpu_memory_utilization: float = _field(
+        0.0,
+        "The policy actor's own vLLM engine's share of its GPU; 0: engine.gpu_memory_utilization. Not in the "
+        "paper: with a sharded learner the policy's engine has its GPU to itself (the ranks train on the "
+        "others), so it can take more than the replicas that share a rank's GPU.",
+        ge=0,
+        le=1,
+    )
     mask_gpus: bool = _field(
         True,
         "Let Ray give each actor one visible GPU (CUDA_VISIBLE_DEVICES; device 0 inside). Not in the paper: on "

@@ -63,6 +63,7 @@ class Policy:
             log.warning("%s has no %s/: LoRA restarts with a fresh adapter on its merged weights", ckpt, ADAPTER_DIR)
         # LoRA resumes the saved adapter on the frozen initial weights; full weights resume from the checkpoint
         source = str(ckpt / "model") if ckpt and adapter is None else self.base_path
+        self.weights_path = source  # the folder this copy's weights came from (vLLM starts from it as it is)
         trust = self.spec.trust_remote_code
         self.tokenizer = AutoTokenizer.from_pretrained(str(ckpt / "model") if ckpt else source, trust_remote_code=trust)
         # trained full weights (and so AdamW state) are fp32 masters under autocast (spec Part A 'loss'); a
@@ -174,6 +175,7 @@ class Policy:
                 lora_rank=self.spec.lora_rank,
                 dtype=self.dtype,
                 base_path=self.base_path,
+                weights_path=self.weights_path,
             )
         from spell.engine.rollout.hf_backend import TransformersGenerator
 

@@ -36,7 +36,8 @@ class PolicySpec:
     cpu_offload: bool = False
     sequence_parallel: int = 1
     tensor_parallel: int = 1
-    gpu_memory_utilization: float = 0.5
+    gpu_memory_utilization: float = 0.5  # this engine's (the policy actor's, or a replica's own)
+    replica_gpu_memory_utilization: float = 0.5  # what the replicas this policy starts take
     sleep_between_phases: bool = True
     placement: str = "PACK"
     rollout_replicas: int = 1
@@ -85,7 +86,8 @@ class PolicySpec:
             cpu_offload=cfg.engine.cpu_offload,
             sequence_parallel=cfg.engine.sequence_parallel,
             tensor_parallel=cfg.engine.tensor_parallel,
-            gpu_memory_utilization=cfg.engine.gpu_memory_utilization,
+            gpu_memory_utilization=cfg.engine.policy_gpu_memory_utilization or cfg.engine.gpu_memory_utilization,
+            replica_gpu_memory_utilization=cfg.engine.gpu_memory_utilization,
             sleep_between_phases=cfg.engine.sleep_between_phases,
             placement=cfg.engine.placement,
             rollout_replicas=cfg.engine.rollout_replicas,

@@ -51,7 +51,13 @@ class RolloutReplicas:
         import ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        replica_spec = replace(spec, replica=True, learner_ranks=1, rollout_replicas=1).to_dict()
+        replica_spec = replace(
+            spec,
+            replica=True,
+            learner_ranks=1,
+            rollout_replicas=1,
+            gpu_memory_utilization=spec.replica_gpu_memory_utilization,
+        ).to_dict()
         if spec.backend == "vllm":  # no weights of its own: vLLM's workers receive every push themselves
             from spell.engine.rollout.vllm_replica import VLLMReplica
 

@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from spell.engine.models.loading import free_cuda_cache
@@ -47,6 +48,7 @@ class VLLMGenerator:
         lora_rank: int = 0,
         dtype: Any = None,
         base_path: str | None = None,
+        weights_path: str | None = None,
     ):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         try:
@@ -68,6 +70,8 @@ class VLLMGenerator:
         own_snapshot = False
         if model is None or (lora_rank > 0 and base_path):  # a folder as it is (LoRA: the frozen base weights)
             snapshot = str(base_path)
+        elif weights_path and _loadable_folder(weights_path):  # the weights as loaded: no 15 GB copy at 7B
+            snapshot = str(weights_path)
         else:  # a snapshot for vLLM to start from, removed once loaded (new weights come by sync_weights)
             snapshot = tempfile.mkdtemp(prefix="spell-vllm-")
             _unwrapped(model).save_pretrained(snapshot, safe_serialization=True)
@@ -203,6 +207,13 @@ def lora_slot(rank: int) -> int:
         if rank <= slot:
             return slot
     raise ValueError(f"LoRA rank {rank} is above vLLM's largest slot (512)")
+
+
+def _loadable_folder(path: str) -> bool:
+    """A model folder vLLM can start from as it is: its config, safetensors weights and a tokenizer."""
+    p = Path(path)
+    has_tokenizer = (p / "tokenizer.json").is_file() or (p / "tokenizer_config.json").is_file()
+    return (p / "config.json").is_file() and any(p.glob("*.safetensors")) and has_tokenizer
 
 
 def _unwrapped(model: Any) -> Any:
