@@ -28,8 +28,14 @@ class FakeLLM:
         for rank in range(kw["tensor_parallel_size"]):
             worker = type("Worker", (ext,), {})()
             worker.rank = rank
-            worker.model_runner = types.SimpleNamespace(model=types.SimpleNamespace(load_weights=self._loader(rank)))
+            params = _weights(Path(model))  # vLLM's own weights, which a load writes into
+            worker.model_runner = types.SimpleNamespace(
+                model=types.SimpleNamespace(
+                    load_weights=self._loader(rank), named_parameters=lambda params=params: iter(params.items())
+                )
+            )
             self.workers.append(worker)
+        self.params_by_rank = [w.model_runner.model.named_parameters for w in self.workers]
         self.loaded_by_rank = [{} for _ in self.workers]
         FakeLLM.instances.append(self)
 
@@ -44,7 +50,11 @@ class FakeLLM:
         def load(weights):
             if rank == 0:
                 self.calls.append("load_weights")
-            self.loaded_by_rank[rank].update({n: t.clone() for n, t in weights})
+            own = dict(self.params_by_rank[rank]())
+            for n, t in weights:
+                self.loaded_by_rank[rank][n] = t.clone()
+                if n in own:
+                    own[n].copy_(t)
             self.loaded = self.loaded_by_rank[0]
 
         return load
@@ -64,6 +74,14 @@ class FakeLLM:
         self.requests = [(len(prompts), [p.n for p in sp])]
         out = types.SimpleNamespace(text="ok", token_ids=[5], finish_reason="stop")
         return [types.SimpleNamespace(outputs=[out] * p.n) for p in sp]
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The folder's tensors, as the engine's weights (empty where the folder holds none)."""
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    return {n: t.clone() for f in files for n, t in load_file(f).items()}
 
 
 class LoRARequest:
@@ -291,3 +309,30 @@ def test_a_replica_wakes_its_weights_only_after_the_sharded_learner_sent_and_fre
     pol.group, pol._pull, pol.replicas = Group(), Pull(), Replicas()
     pol.train_step(SEQS)
     assert log == ["pause_generation", "learner step", "pull", "resume_generation", "push"]
+
+
+def test_a_weight_the_sync_misses_after_a_level_2_sleep_is_an_error_not_garbage(fake_vllm, tiny_model_dir, monkeypatch):
+    """Issue 27 item 8: the first load after a level-2 sleep poisons vLLM's weights and asks which stayed NaN."""
+    from spell.engine.rollout import vllm_backend
+
+    pol = Policy(PolicySpec(model_path=tiny_model_dir, backend="vllm"))
+    real = vllm_backend._unwrapped
+
+    class Short:
+        def __init__(self, model):
+            self.model = model
+
+        def state_dict(self):
+            sd = real(self.model).state_dict()
+            sd.pop(next(n for n in sd if "layers.0" in n and "weight" in n))
+            return sd
+
+    monkeypatch.setattr(vllm_backend, "_unwrapped", Short)
+    with pytest.raises(RuntimeError, match="left vLLM weights unwritten"):
+        pol.train_step(SEQS)
+    monkeypatch.setattr(vllm_backend, "_unwrapped", real)
+    pol.generator.weights_dropped = True  # asleep again, every weight covered this time
+    pol.generator.sync_weights(pol.model)
+    assert pol.generator.load_checked
+    assert not any(torch.isnan(t).any() for w in fake_vllm.instances[0].workers
+                   for _, t in w.model_runner.model.named_parameters())  # fmt: skip

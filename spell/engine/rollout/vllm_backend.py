@@ -12,10 +12,11 @@ nothing here loads on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,7 @@ class VLLMGenerator:
         self.lora_request: Any = None
         self.syncs = 0
         self.weights_dropped = False  # True between a level-2 sleep and the next sync
+        self.load_checked = False  # the first load after a level-2 sleep checks that it wrote every weight
         if lora_rank > 0:
             self.sync_weights(model)  # a resumed run's adapter is not zero
 
@@ -149,9 +151,27 @@ class VLLMGenerator:
                 # sent to worker processes through the RPC queue: host tensors (a CUDA tensor pickled there is
                 # a cross-process handle per worker, on a GPU the workers may not share), as one list
                 weights = [(n, t.to("cpu", non_blocking=False)) for n, t in weights]
-            self.llm.collective_rpc("spell_load_weights", args=(weights,))
+            with self._checked_load():
+                self.llm.collective_rpc("spell_load_weights", args=(weights,))
         self.weights_dropped = False
         self.llm.reset_prefix_cache()
+
+    @contextlib.contextmanager
+    def _checked_load(self) -> Iterator[None]:
+        """The first load after a level-2 sleep poisons the weights first and then asks the workers for any
+        still NaN: a weight the stream misses would otherwise stay uninitialised, with only a vLLM warning."""
+        check = self.weights_dropped and not self.load_checked
+        if check:
+            self.llm.collective_rpc("spell_poison_weights")
+        yield
+        if check:
+            missing = [n for names in self.llm.collective_rpc("spell_unloaded_weights") for n in names]
+            if missing:
+                raise RuntimeError(
+                    f"the weight sync left vLLM weights unwritten (still NaN after a level-2 sleep): {missing[:8]}; "
+                    "the learner's tensor names do not cover this vLLM model"
+                )
+            self.load_checked = True
 
     def join_weight_sync(self, address: tuple[str, int], first_rank: int, world: int, backend: str, plan: list,
                          wire: str) -> None:  # fmt: skip
@@ -160,7 +180,8 @@ class VLLMGenerator:
 
     def receive_weights(self) -> dict[str, float]:
         """One broadcast straight into every worker's in-place reload: no weights pass through this process."""
-        stats = self.llm.collective_rpc("spell_receive_weights")[0]
+        with self._checked_load():
+            stats = self.llm.collective_rpc("spell_receive_weights")[0]
         self.syncs += 1
         self.weights_dropped = False
         self.llm.reset_prefix_cache()

@@ -27,6 +27,29 @@ class SpellWorkerExtension:
         else:
             self.model_runner.model.load_weights(weights=weights)
 
+    def spell_poison_weights(self) -> None:
+        """Fill every floating-point weight with NaN. After a level-2 sleep they hold garbage anyway; a weight
+        the next load does not write stays NaN, where `spell_unloaded_weights` finds it (issue 27 item 8)."""
+        import torch
+
+        with torch.no_grad():
+            for _, p in self.model_runner.model.named_parameters():
+                if p.is_floating_point():
+                    p.fill_(float("nan"))
+
+    def spell_unloaded_weights(self, limit: int = 8) -> list[str]:
+        """Names of weights still NaN after a load (at most `limit`)."""
+        import torch
+
+        out: list[str] = []
+        with torch.no_grad():
+            for name, p in self.model_runner.model.named_parameters():
+                if p.is_floating_point() and bool(torch.isnan(p).any()):
+                    out.append(name)
+                    if len(out) >= limit:
+                        break
+        return out
+
     def spell_join_weight_sync(self, address: tuple[str, int], first_rank: int, world: int, backend: str,
                                plan: list, wire: str) -> None:  # fmt: skip
         """Join the trainer's broadcast group as rank `first_rank` + this worker's tensor-parallel rank: each
