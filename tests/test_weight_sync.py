@@ -117,3 +117,15 @@ def test_an_aborted_gloo_group_refuses_further_broadcasts():
     host.abort()
     with pytest.raises(AssertionError, match="aborted"):
         host.broadcast(torch.zeros(3))
+
+
+def test_a_sharded_learner_gathers_in_the_wire_dtype():
+    """Issue 27 item 12: each shard is cast before its all-gather (bf16: half the bytes of the fp32 masters)."""
+    from spell.engine.sync.sharded import GatheredTensors
+
+    model = _model(0)
+    gathered = GatheredTensors(model, torch.bfloat16)
+    name = next(iter(gathered))
+    assert gathered[name].dtype == torch.bfloat16
+    assert torch.equal(gathered[name], model.state_dict()[name].to(torch.bfloat16))
+    assert GatheredTensors(model)[name].dtype == torch.float32  # no wire dtype: as stored

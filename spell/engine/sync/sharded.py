@@ -31,13 +31,17 @@ from spell.engine.sync.broadcast import (
 
 class GatheredTensors(Mapping[str, torch.Tensor]):
     """A sharded model's tensors by name, each all-gathered to its full value when read (a collective:
-    every rank must read the same names in the same order)."""
+    every rank must read the same names in the same order). With `dtype` each shard is cast before the
+    gather: the wire's bf16 gathers half the bytes of the fp32 masters (issue 27 item 12)."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype | None = None):
         self._tensors = dict(model.state_dict(keep_vars=True))  # FSDP2 keeps the plain FQNs: DTensors
+        self.dtype = dtype
 
     def __getitem__(self, name: str) -> torch.Tensor:
         t = self._tensors[name].detach()
+        if self.dtype is not None and t.is_floating_point() and t.dtype != self.dtype:
+            t = t.to(self.dtype)  # on a DTensor: each rank casts its own shard
         full = getattr(t, "full_tensor", None)  # a DTensor shard; buffers are plain, replicated tensors
         return full() if full is not None else t
 
@@ -66,7 +70,7 @@ class LearnerSender:
             self.group.connect()
 
     def send(self, model: torch.nn.Module, plan: list[list[TensorMeta]], wire: str) -> dict[str, float]:
-        tensors = GatheredTensors(model)
+        tensors = GatheredTensors(model, getattr(torch, wire))
         if self.rank != 0:
             for name in (m.name for metas in plan for m in metas):
                 _ = tensors[name]  # the all-gather (a collective), its result dropped at once
