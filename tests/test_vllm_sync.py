@@ -336,3 +336,17 @@ def test_a_weight_the_sync_misses_after_a_level_2_sleep_is_an_error_not_garbage(
     assert pol.generator.load_checked
     assert not any(torch.isnan(t).any() for w in fake_vllm.instances[0].workers
                    for _, t in w.model_runner.model.named_parameters())  # fmt: skip
+
+
+def test_engine_level_seeding_seeds_the_engine_once_and_no_request(fake_vllm, tiny_model_dir):
+    """Issue 27 item 11: engine.vllm_seeding=engine, vLLM's batched sampler; the default keeps per-prompt seeds."""
+    from spell.config import load_config
+
+    cfg = load_config(None, [f"model.path={tiny_model_dir}", "engine.backend=vllm", "engine.vllm_seeding=engine",
+                             "run.seed=3"])  # fmt: skip
+    pol = Policy(PolicySpec.from_config(cfg))
+    llm = fake_vllm.instances[-1]
+    assert llm.kw["seed"] == 3
+    pol.generate(["hi", "ho"], {"n": 2, "max_new_tokens": 4, "seed": 5})
+    assert llm.seeds == [None, None]
+    assert PolicySpec.from_config(load_config(None, [])).engine_seed is None

@@ -110,6 +110,14 @@ class EngineConfig(_Section):
         ge=0,
         le=1,
     )
+    vllm_seeding: Literal["request", "engine"] = _field(
+        "request",
+        "Not in the paper. 'request': every prompt gets its own seed (run seed, stage, prompt index), so outputs "
+        "reproduce whatever the batching, but on CUDA vLLM then takes its per-request sampler (a full-vocabulary "
+        "sort for top-p, a per-request loop). 'engine': each engine is seeded once (run.seed plus a per-replica "
+        "offset) and samples batched: faster, but outputs reproduce only for the same batches, replica count "
+        "and vLLM version. bench/vllm_seeds.py measures the cost on a GPU.",
+    )
     mask_gpus: bool = _field(
         True,
         "Let Ray give each actor one visible GPU (CUDA_VISIBLE_DEVICES; device 0 inside). Not in the paper: on "

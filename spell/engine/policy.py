@@ -188,6 +188,7 @@ class Policy:
                 base_path=self.base_path,
                 weights_path=self.weights_path,
                 batch_token_budget=self.spec.generation_token_budget,
+                engine_seed=self.spec.engine_seed,
             )
         from spell.engine.rollout.hf_backend import TransformersGenerator
 

@@ -57,7 +57,7 @@ class RolloutReplicas:
             learner_ranks=1,
             rollout_replicas=1,
             gpu_memory_utilization=spec.replica_gpu_memory_utilization,
-        ).to_dict()
+        )
         if spec.backend == "vllm":  # no weights of its own: vLLM's workers receive every push themselves
             from spell.engine.rollout.vllm_replica import VLLMReplica
 
@@ -74,7 +74,8 @@ class RolloutReplicas:
             elif torch.cuda.is_available():
                 opts["num_gpus"] = spec.tensor_parallel if spec.backend == "vllm" else 1
             opts = with_env(opts, actor_env(spec.mask_gpus, spec.nccl_nvls))
-            actors.append(remote.options(**opts).remote(replica_spec, checkpoint))
+            seed = None if spec.engine_seed is None else spec.engine_seed + SEED_STRIDE * (i + 1)
+            actors.append(remote.options(**opts).remote(replace(replica_spec, engine_seed=seed).to_dict(), checkpoint))
         ray.get([a.info.remote() for a in actors])  # surface construction errors here
         return cls(actors)
 

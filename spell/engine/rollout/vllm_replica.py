@@ -42,6 +42,8 @@ class VLLMReplica:
             sleep_mode=self.spec.sleep_between_phases,
             dtype=self.dtype,
             base_path=path,
+            batch_token_budget=self.spec.generation_token_budget,
+            engine_seed=self.spec.engine_seed,
         )
         self.scripted: Any = None
         if self.spec.scripted_roles:
