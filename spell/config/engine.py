@@ -110,6 +110,13 @@ class EngineConfig(_Section):
         ge=0,
         le=1,
     )
+    attention: Literal["auto", "sdpa", "flex_attention", "flash_attention_2"] = _field(
+        "auto",
+        "The learner's attention kernel. 'auto': flash-attn when installed on a GPU, else SDPA (never required). "
+        "Without flash-attn, SDPA runs packed and shared-prefix rows with a dense mask (every tile computed); "
+        "'flex_attention' computes only the tiles their block mask allows (compiled on first use). Not in the "
+        "paper; bench/gpu_check.sh times the three at the presets' head shapes to pick the default.",
+    )
     vllm_seeding: Literal["request", "engine"] = _field(
         "request",
         "Not in the paper. 'request': every prompt gets its own seed (run seed, stage, prompt index), so outputs "

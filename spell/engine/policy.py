@@ -20,6 +20,7 @@ from spell.engine.learner.core import Learner, TrainSequence
 from spell.engine.models.checkpoint import load_optimizer_state, read_state, restore_rng, save_checkpoint
 from spell.engine.models.loading import (
     ADAPTER_DIR,
+    attention_implementation,
     enable_activation_checkpointing,
     free_cuda_cache,
     load_causal_lm,
@@ -78,7 +79,8 @@ class Policy:
         # trained full weights (and so AdamW state) are fp32 masters under autocast (spec Part A 'loss'); a
         # sharded learner keeps its masters in its shards, and this copy only rolls out and saves: compute dtype
         master = torch.float32 if self.spec.trains and not lora and self.spec.learner_ranks <= 1 else self.dtype
-        self.model = load_causal_lm(source, master, self.device, trust)
+        attn = attention_implementation(self.device, self.spec.attention)
+        self.model = load_causal_lm(source, master, self.device, trust, attn)
         if self.spec.gradient_checkpointing:
             enable_activation_checkpointing(self.model)
             self.model.config.use_cache = False
@@ -148,6 +150,7 @@ class Policy:
             placement=self.spec.placement,
             gpu_share=0.5 if self._colocated() else 1.0,
             env=actor_env(self.spec.mask_gpus, self.spec.nccl_nvls),
+            attention=self.spec.attention,
         )
 
     def _learner_sync(self) -> Any:

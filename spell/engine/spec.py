@@ -41,6 +41,7 @@ class PolicySpec:
     sleep_between_phases: bool = True
     placement: str = "PACK"
     rollout_replicas: int = 1
+    attention: str = "auto"  # engine.attention: the learner's attention kernel
     engine_seed: int | None = None  # engine.vllm_seeding=engine: vLLM's one seed (None: a seed per request)
     mask_gpus: bool = True  # engine.mask_gpus: Ray's per-actor CUDA_VISIBLE_DEVICES
     nccl_nvls: bool = True  # engine.nccl_nvls
@@ -92,6 +93,7 @@ class PolicySpec:
             sleep_between_phases=cfg.engine.sleep_between_phases,
             placement=cfg.engine.placement,
             rollout_replicas=cfg.engine.rollout_replicas,
+            attention=cfg.engine.attention,
             engine_seed=cfg.run.seed if cfg.engine.vllm_seeding == "engine" else None,
             mask_gpus=cfg.engine.mask_gpus,
             nccl_nvls=cfg.engine.nccl_nvls,

@@ -106,8 +106,9 @@ def free_port() -> int:
 class ShardedLearnerWorker:
     """One rank of the sharded learner; a Ray actor in `LearnerGroup` (or a plain object in a process)."""
 
-    def __init__(self, model_path: str, learner: dict[str, Any], sharding: dict[str, Any], rank: int):
-        self.model_path, self.rank = model_path, rank
+    def __init__(self, model_path: str, learner: dict[str, Any], sharding: dict[str, Any], rank: int,
+                 attention: str = "auto"):  # fmt: skip
+        self.model_path, self.rank, self.attention = model_path, rank, attention
         self.sharding = ShardingSettings(**sharding)
         betas = tuple(learner.get("betas", (0.9, 0.999)))
         self.settings = LearnerSettings(
@@ -143,7 +144,7 @@ class ShardedLearnerWorker:
             torch.cuda.set_device(local_gpu_index())  # 0 under Ray's masking, else the GPU Ray assigned
         else:
             torch.set_num_threads(max(1, (os.cpu_count() or 2) // self.sharding.world_size))
-        attn = attention_implementation(torch.device("cuda" if cuda else "cpu"))
+        attn = attention_implementation(torch.device("cuda" if cuda else "cpu"), self.attention)
         sp = self.sharding.sequence_parallel
         if sp > 1:
             from spell.engine.learner import ulysses

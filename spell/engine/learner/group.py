@@ -36,6 +36,7 @@ class LearnerGroup:
         placement: str = "PACK",
         gpu_share: float = 1.0,
         env: dict[str, str] | None = None,
+        attention: str = "auto",
     ):
         import ray
         from ray.util.placement_group import placement_group
@@ -61,7 +62,7 @@ class LearnerGroup:
                     },
                     env or {},
                 )
-            ).remote(model_path, lset, asdict(sharding), r)
+            ).remote(model_path, lset, asdict(sharding), r, attention)
             for r in range(world)
         ]
         addr, port = ray.get(self.actors[0].node_address.remote())

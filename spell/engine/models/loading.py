@@ -49,8 +49,21 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
-def attention_implementation(device: torch.device) -> str:
-    """flash-attn when installed on a GPU, PyTorch SDPA otherwise (never required)."""
+ATTENTION = ("auto", "sdpa", "flex_attention", "flash_attention_2")
+
+
+def attention_implementation(device: torch.device, setting: str = "auto") -> str:
+    """`engine.attention`; 'auto' is flash-attn when installed on a GPU, PyTorch SDPA otherwise (never
+    required). flex_attention computes only the tiles a packed or shared-prefix row's block mask allows."""
+    if setting not in ATTENTION:
+        raise ValueError(f"engine.attention must be one of {ATTENTION}, got {setting!r}")
+    if setting == "flash_attention_2":
+        try:
+            import flash_attn
+        except ImportError:
+            raise ImportError("engine.attention=flash_attention_2 needs flash-attn: pip install flash-attn") from None
+    if setting != "auto":
+        return setting
     if device.type == "cuda":
         try:
             import flash_attn  # noqa: F401
