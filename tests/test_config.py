@@ -185,17 +185,18 @@ def test_the_policy_engine_with_a_gpu_of_its_own_takes_its_own_share():
 def test_the_attention_setting_reaches_the_learner():
     """Issue 27 item 10: flex_attention (block masks for packed and shared rows) is a setting."""
     import torch
+
     from spell.engine.models.loading import attention_implementation
     from spell.engine.policy import Policy
     from spell.engine.spec import PolicySpec
 
     cpu = torch.device("cpu")
-    assert (
-        attention_implementation(cpu) == "sdpa" and attention_implementation(cpu, "flex_attention") == "flex_attention"
-    )
-    with pytest.raises(ValueError, match="engine.attention must be one of"):
+    assert attention_implementation(cpu) == "sdpa" and attention_implementation(cpu, "sdpa") == "sdpa"
+    assert attention_implementation(torch.device("cuda"), "flex_attention") == "flex_attention"
+    assert attention_implementation(cpu, "flex_attention") == "sdpa"  # torch's flex has no CPU backward
+    with pytest.raises(ValueError, match=r"engine\.attention must be one of"):
         attention_implementation(cpu, "eager-ish")
     with pytest.raises(ConfigError, match="attention"):
         load_config(None, ["engine.attention=eager-ish"])
-    spec = PolicySpec.from_config(load_config(None, ["model.path=tiny:qwen2", "engine.attention=flex_attention"]))
-    assert Policy(spec).model.config._attn_implementation == "flex_attention"
+    spec = PolicySpec.from_config(load_config(None, ["model.path=tiny:qwen2", "engine.attention=sdpa"]))
+    assert spec.attention == "sdpa" and Policy(spec).model.config._attn_implementation == "sdpa"

@@ -114,7 +114,8 @@ class EngineConfig(_Section):
         "auto",
         "The learner's attention kernel. 'auto': flash-attn when installed on a GPU, else SDPA (never required). "
         "Without flash-attn, SDPA runs packed and shared-prefix rows with a dense mask (every tile computed); "
-        "'flex_attention' computes only the tiles their block mask allows (compiled on first use). Not in the "
+        "'flex_attention' computes only the tiles their block mask allows (compiled on first use; GPU only, a CPU "
+        "copy keeps SDPA: torch's flex has no CPU backward). Not in the "
         "paper; bench/gpu_check.sh times the three at the presets' head shapes to pick the default.",
     )
     vllm_seeding: Literal["request", "engine"] = _field(

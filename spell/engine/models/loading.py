@@ -62,6 +62,8 @@ def attention_implementation(device: torch.device, setting: str = "auto") -> str
             import flash_attn
         except ImportError:
             raise ImportError("engine.attention=flash_attention_2 needs flash-attn: pip install flash-attn") from None
+    if setting == "flex_attention" and device.type != "cuda":
+        return "sdpa"  # torch's flex_attention has no CPU backward: a CPU copy (or CPU rank) keeps SDPA
     if setting != "auto":
         return setting
     if device.type == "cuda":
