@@ -1,6 +1,7 @@
 """Transformers rollout backend: shapes, finish reasons, determinism, token-budget batching."""
 
 import pytest
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from spell.engine.batching import token_budget_batches
@@ -155,3 +156,54 @@ def test_shared_prefill_equals_per_sample_copies(tiny_model_dir):
         a, b = shared.generate(PROMPTS, p), copies.generate(PROMPTS, p)
         assert [[c.token_ids for c in row] for row in a] == [[c.token_ids for c in row] for row in b]
     assert copies.prefill_tokens == 3 * shared.prefill_tokens
+
+
+def test_the_in_place_cache_gives_the_concatenating_caches_tokens(tiny_model_dir):
+    """Issue 26: the KV cache written in place (spell.engine.rollout.kv_cache) changes no token: greedy, seeded
+    with top-p, several samples per prompt, rows leaving the batch as they finish (stop strings), and a
+    buffer that has to grow past its first size."""
+    from spell.engine.rollout import kv_cache
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    before = TransformersGenerator(model, tok, token_budget=2048, preallocate=False)
+    now = TransformersGenerator(model, tok, token_budget=2048)
+    cases = (
+        SamplingParams(n=3, temperature=0, max_new_tokens=12),
+        SamplingParams(n=3, temperature=1.0, top_p=0.9, max_new_tokens=12, seed=5),
+        SamplingParams(n=2, temperature=1.0, max_new_tokens=16, seed=1, stop=("a",)),
+    )
+    for p in cases:
+        a, b = before.generate(PROMPTS, p), now.generate(PROMPTS, p)
+        assert [[c.token_ids for c in row] for row in a] == [[c.token_ids for c in row] for row in b]
+    cache = kv_cache.preallocated_cache(model.config, extra=1)
+    assert cache is not None
+    layer = cache.layers[0]
+    k = torch.randn(2, 1, 3, 4)
+    for step in range(4):  # 3 + 1 fits; the next ones grow the buffer
+        keys, _ = layer.update(k[:, :, :1] + step, k[:, :, :1] + step) if step else layer.update(k, k)
+    assert (
+        keys.shape == (2, 1, 6, 4) and torch.equal(keys[:, :, :3], k) and torch.equal(keys[:, :, 5:], k[:, :, :1] + 3)
+    )
+
+
+def test_nucleus_from_a_partial_sort_is_the_full_sorts_nucleus():
+    """Issue 26: top-p over the most likely candidates (topk) keeps exactly the tokens the full sort keeps, and
+    falls back to the full sort where a row's nucleus reaches past the candidates (a flat distribution)."""
+    from spell.engine.rollout import hf_backend
+
+    def reference(logits, t, top_p):
+        logits = logits.float() / t
+        ordered, idx = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(ordered, dim=-1)
+        ordered = ordered.masked_fill(probs.cumsum(-1) - probs >= top_p, float("-inf"))
+        return torch.full_like(logits, float("-inf")).scatter(-1, idx, ordered)
+
+    gen = torch.Generator().manual_seed(0)
+    peaked = torch.randn(6, 5000, generator=gen) * 4  # the nucleus lies inside 256 candidates
+    flat = torch.randn(2, 5000, generator=gen) * 0.01  # it does not: the full sort decides
+    for logits in (peaked, flat, torch.cat([peaked, flat])):
+        for top_p in (0.5, 0.9, 0.95):
+            got = hf_backend.filter_logits(logits, 1.0, top_p, -1)
+            assert torch.equal(torch.isinf(got), torch.isinf(reference(logits, 1.0, top_p)))
+    assert int(torch.isfinite(hf_backend.filter_logits(flat, 1.0, 0.95, -1)).sum(-1).min()) > 256

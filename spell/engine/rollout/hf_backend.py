@@ -29,18 +29,30 @@ from spell.engine.rollout.interface import (
     render_prompt,
     row_seed,
 )
+from spell.engine.rollout.kv_cache import preallocated_cache
+
+NUCLEUS_CANDIDATES = 256  # top-p looks at this many of the most likely tokens first (a partial sort)
 
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_p: float, top_k: int) -> torch.Tensor:
     """Temperature, then top-k, then nucleus (the smallest set whose probability reaches top_p; at least
-    the most likely token), as fp32 logits with the removed tokens at -inf."""
+    the most likely token), as fp32 logits with the removed tokens at -inf.
+
+    The nucleus is found among the `NUCLEUS_CANDIDATES` most likely tokens (`topk`, a partial sort) when they
+    hold top_p of every row's mass, which is the same set a full sort finds; otherwise by the full sort."""
     logits = logits.float() / temperature
-    if 0 < top_k < logits.shape[-1]:
+    vocab = logits.shape[-1]
+    if 0 < top_k < vocab:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
-        ordered, idx = torch.sort(logits, dim=-1, descending=True)
-        probs = torch.softmax(ordered, dim=-1)
+        k = min(NUCLEUS_CANDIDATES, vocab)
+        ordered, idx = torch.topk(logits, k, dim=-1) if k < vocab else torch.sort(logits, dim=-1, descending=True)
+        norm = torch.logsumexp(logits, dim=-1, keepdim=True)
+        probs = torch.exp(ordered - norm)  # each candidate's share of the whole vocabulary
+        if k < vocab and bool((probs.sum(-1) < top_p).any()):  # a row's nucleus reaches past the candidates
+            ordered, idx = torch.sort(logits, dim=-1, descending=True)
+            probs = torch.exp(ordered - norm)
         before = probs.cumsum(-1) - probs  # mass of the tokens ranked above each one
         ordered = ordered.masked_fill(before >= top_p, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, idx, ordered)
@@ -58,9 +70,11 @@ class TransformersGenerator:
         max_context: int | None = None,
         compute_dtype: torch.dtype | None = None,
         share_prefill: bool = True,
+        preallocate: bool = True,
     ):
         self.model, self.tokenizer, self.token_budget = model, tokenizer, token_budget
         self.share_prefill = share_prefill  # False: each sample prefills its own copy (the layout before; benches)
+        self.preallocate = preallocate  # False: the library's concatenating cache (the layout before; benches)
         # fp32 master weights generate under autocast; one autocast region casts each weight once per call
         self.compute_dtype = None if compute_dtype in (None, torch.float32) else compute_dtype
         cfg_ctx = getattr(model.config, "max_position_embeddings", None)
@@ -149,8 +163,11 @@ class TransformersGenerator:
             attn[row, width - len(ids) :] = 1
         attn = attn.to(dev)
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        cache_kw = {}
+        if self.preallocate and (cache := preallocated_cache(self.model.config, params.max_new_tokens)) is not None:
+            cache_kw[self._cache_kw] = cache  # written in place at each step (spell.engine.rollout.kv_cache)
         out = self.model(input_ids=input_ids.to(dev), attention_mask=attn, position_ids=pos, use_cache=True,
-                         logits_to_keep=1)  # fmt: skip
+                         logits_to_keep=1, **cache_kw)  # fmt: skip
         self.prefill_tokens += sum(len(ids) for ids in batch_ids)
         cache, logits, last = getattr(out, self._cache_kw), out.logits[:, -1, :], pos[:, -1]
         if copies > 1:
