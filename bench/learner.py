@@ -114,6 +114,44 @@ def main() -> None:
     print(
         f"bare fwd+bwd on the padded micro-batches: {t_bare:.1f}s; spell padded / bare {walls['padded'] / t_bare:.2f}"
     )
+    print_shares(Learner(model, layouts["shared"]), seqs)
+
+
+# where the shared-prefix step's time goes: profiler self time of each aten op, by what the op is for
+SHARE_OF = {
+    "matmuls (decoder layers + lm_head)": {"mm", "addmm", "bmm", "matmul", "linear"},
+    "attention (SDPA with the row's mask)": {"_scaled_dot_product_flash_attention_for_cpu",
+                                             "_scaled_dot_product_flash_attention_for_cpu_backward",
+                                             "scaled_dot_product_attention", "_scaled_dot_product_efficient_attention",
+                                             "_efficient_attention_backward", "_flash_attention_backward"},
+    "log-probs over the vocabulary": {"_log_softmax", "_log_softmax_backward_data", "log_softmax", "logsumexp",
+                                      "gather", "_softmax", "_softmax_backward_data"},
+    "mask build": {"logical_and", "logical_or", "eq", "ne", "lt", "le", "ge", "gt", "where", "arange"},
+    "optimizer (AdamW) and clipping": {"_foreach_mul_", "_foreach_add_", "_foreach_addcmul_", "_foreach_addcdiv_",
+                                       "_foreach_sqrt", "_foreach_div_", "_foreach_norm", "_foreach_lerp_",
+                                       "linalg_vector_norm", "clamp"},
+}  # fmt: skip
+
+
+def print_shares(learner: Learner, seqs: list[TrainSequence]) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    learner.train_step(seqs)  # warm
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        learner.train_step(seqs)
+    events = [(e.key, e.self_cpu_time_total) for e in prof.key_averages()]
+    total = sum(t for _, t in events) or 1.0
+    seen: set[str] = set()
+    parts = []
+    for label, ops in SHARE_OF.items():
+        mine = {key for key, _ in events if key.split("::")[-1] in ops and key not in seen}
+        seen |= mine
+        parts.append(f"{label} {100 * sum(us for key, us in events if key in mine) / total:.0f}%")
+    rest = sum(us for key, us in events if key not in seen)
+    recompute = " (gradient checkpointing recomputes the forward: off here)" if not getattr(
+        learner.model, "is_gradient_checkpointing", False) else ""  # fmt: skip
+    print(f"shared-prefix step, profiler self time: {', '.join(parts)}, everything else {100 * rest / total:.0f}%"
+          f"{recompute}")  # fmt: skip
 
 
 if __name__ == "__main__":
