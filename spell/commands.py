@@ -113,7 +113,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if cfg.tracking.mlflow:
         uri = cfg.tracking.mlflow_uri or "sqlite:///" + str(layout.runs_dir / "mlflow.db")
         print(f"mlflow:      {uri}  (run '{layout.run}'; open it with: spell ui mlflow --runs-dir {runs})")
-    views = "prompts, questions, responses, verdicts, rewards, batch, train_metrics, rejects (+ *_all with replays)"
+    from storage.views import VIEWS
+
+    views = ", ".join(v for v in VIEWS if not v.startswith("eval_")) + " (+ *_all with replays)"
     print(f"duckdb:      views {views} over {runs}/")
     flags = _flags(args)
     print("next:")
