@@ -36,7 +36,6 @@ TRAIN = [  # the responder's side of the RLVR baseline at 2-core scale (learning
     "sampling.questions_per_round=16",
     "sampling.train_batch_size=8",
     "sampling.max_rounds=2",
-    "tracking.mlflow=false",
     f"data.task_weights.{MULTIPLE_CHOICE}=0",  # every held-out and training question is general QA
     f"data.task_weights.{DOCMATH}=0",
 ]
@@ -80,21 +79,34 @@ def evaluate(model_path: str, cfg, held: dict[str, list], cache: Path) -> dict[s
     return out
 
 
-def train(arm: str, args, pool_file: Path, start: str) -> str:
-    """`args.iterations` RLVR iterations of one arm; returns its last checkpoint (resumes a killed arm)."""
+def train_arm(arm: str, config: str, out: Path, iterations: int, overrides: list[str]) -> str:
+    """`iterations` iterations of one arm (run name `arm` under out/runs); returns its last checkpoint. A
+    killed arm resumes after its last checkpoint."""
     from flows.iteration import spell_iteration
     from storage.layout import RunLayout
 
-    runs = str(Path(args.out) / "runs")
-    ov = [f"run.runs_dir={runs}", f"data.qa_file={pool_file}", f"model.path={start}", *TRAIN, *ARMS[arm], *args.set]
+    runs = str(out / "runs")
+    ov = [f"run.runs_dir={runs}", "tracking.mlflow=false", *overrides]
     layout = RunLayout(runs, arm)
-    for k in range(1, args.iterations + 1):
+    for k in range(1, iterations + 1):
         if (layout.root / "checkpoints" / f"iter_{k:04d}" / "model").is_dir():
             continue
-        out = spell_iteration(run=arm, config=args.config, iteration=k, overrides=ov)
-        if not isinstance(out, dict):
-            sys.exit(f"{arm} iteration {k} failed: {out}")
-    return str(layout.root / "checkpoints" / f"iter_{args.iterations:04d}" / "model")
+        result = spell_iteration(run=arm, config=config, iteration=k, overrides=ov)
+        if not isinstance(result, dict):
+            sys.exit(f"{arm} iteration {k} failed: {result}")
+    return str(layout.root / "checkpoints" / f"iter_{iterations:04d}" / "model")
+
+
+def ladder_args(doc: str, config: str, iterations: int, per_set: int, out: str) -> argparse.Namespace:
+    """The options every rung takes."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--config", default=config)
+    ap.add_argument("--iterations", type=int, default=iterations)
+    ap.add_argument("--per-set", type=int, default=per_set, help="held-out questions per set (the first ones)")
+    ap.add_argument("--data", default=str(SHARED))
+    ap.add_argument("--out", default=out)
+    ap.add_argument("--set", action="append", default=[], help="extra key=value overrides for both arms")
+    return ap.parse_args()
 
 
 def training_signal(runs: Path, arm: str) -> str:
@@ -111,14 +123,7 @@ def training_signal(runs: Path, arm: str) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="configs/default.yaml")
-    ap.add_argument("--iterations", type=int, default=12)
-    ap.add_argument("--per-set", type=int, default=60, help="held-out questions per set (the first ones)")
-    ap.add_argument("--data", default=str(SHARED))
-    ap.add_argument("--out", default="runs/ladder_a")
-    ap.add_argument("--set", action="append", default=[], help="extra key=value overrides for both arms")
-    args = ap.parse_args()
+    args = ladder_args(__doc__ or "", "configs/default.yaml", 12, 60, "runs/ladder_a")
     from _common import machine
 
     from spell.config import load_config
@@ -137,7 +142,10 @@ def main() -> int:
     cfg = load_config(args.config, [f"run.runs_dir={out / 'runs'}", *args.set])
     start = resolve_model_path(cfg.model.path, str(out / ".models"))
     before = evaluate(start, cfg, held, out / "eval_base.json")
-    after = {arm: evaluate(train(arm, args, pool_file, start), cfg, held, out / f"eval_{arm}.json") for arm in ARMS}
+    arms = {arm: [f"data.qa_file={pool_file}", f"model.path={start}", *TRAIN, *extra, *args.set]
+            for arm, extra in ARMS.items()}  # fmt: skip
+    after = {arm: evaluate(train_arm(arm, args.config, out, args.iterations, ov), cfg, held, out / f"eval_{arm}.json")
+             for arm, ov in arms.items()}  # fmt: skip
 
     print(f"machine: {machine()}")
     print(f"config {args.config} + {' '.join(TRAIN + args.set)}; {args.iterations} iterations per arm")

@@ -16,7 +16,6 @@ Changes are paired 95% bootstrap CIs over questions; SPELL minus control is the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -26,7 +25,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ladder_rlvr import SHARED, evaluate, split
+from ladder_rlvr import evaluate, ladder_args, split, train_arm
 
 ARMS = {"spell": [], "format": ["reward.format_only=true"]}
 
@@ -68,23 +67,6 @@ def judge(model_path: str, cfg, items: list, cache: Path) -> dict[str, int | Non
     return out
 
 
-def train(arm: str, args, corpus: Path, start: str) -> str:
-    from flows.iteration import spell_iteration
-    from storage.layout import RunLayout
-
-    runs = str(Path(args.out) / "runs")
-    ov = [f"run.runs_dir={runs}", f"data.corpus={corpus}", f"model.path={start}", "tracking.mlflow=false",
-          *ARMS[arm], *args.set]  # fmt: skip
-    layout = RunLayout(runs, arm)
-    for k in range(1, args.iterations + 1):
-        if (layout.root / "checkpoints" / f"iter_{k:04d}" / "model").is_dir():
-            continue
-        out = spell_iteration(run=arm, config=args.config, iteration=k, overrides=ov)
-        if not isinstance(out, dict):
-            sys.exit(f"{arm} iteration {k} failed: {out}")
-    return str(layout.root / "checkpoints" / f"iter_{args.iterations:04d}" / "model")
-
-
 def _row(label: str, before: list[float], arms: dict[str, list[float]], scale: float = 100) -> str:
     from storage.learning import paired_ci
 
@@ -99,14 +81,7 @@ def _row(label: str, before: list[float], arms: dict[str, list[float]], scale: f
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="configs/short-extractive.yaml")
-    ap.add_argument("--iterations", type=int, default=8)
-    ap.add_argument("--per-set", type=int, default=80, help="held-out questions per set (as rung A)")
-    ap.add_argument("--data", default=str(SHARED))
-    ap.add_argument("--out", default="runs/ladder_b")
-    ap.add_argument("--set", action="append", default=[], help="extra key=value overrides for both arms")
-    args = ap.parse_args()
+    args = ladder_args(__doc__ or "", "configs/short-extractive.yaml", 8, 80, "runs/ladder_b")
     from _common import machine
 
     from spell.config import load_config
@@ -125,7 +100,12 @@ def main() -> int:
     items = build_judge_set([x for qa in held.values() for x in qa], seed=0)
     cfg = load_config(args.config, [f"run.runs_dir={out / 'runs'}", *args.set])
     start = resolve_model_path(cfg.model.path, str(out / ".models"))
-    models = {"base": start} | {arm: train(arm, args, out / "corpus.jsonl", start) for arm in ARMS}
+    corpus = out / "corpus.jsonl"
+    models = {"base": start} | {
+        arm: train_arm(arm, args.config, out, args.iterations, [f"data.corpus={corpus}", f"model.path={start}",
+                                                                 *extra, *args.set])
+        for arm, extra in ARMS.items()
+    }  # fmt: skip
     answers = {k: evaluate(m, cfg, held, out / f"eval_{k}.json") for k, m in models.items()}
     verdicts = {k: judge(m, cfg, items, out / f"judge_{k}.json") for k, m in models.items()}
 

@@ -235,34 +235,30 @@ def _round_up_3(x: float) -> Decimal | None:
         return None
 
 
-def docmath_strict_match(prediction: object, gold: object) -> bool:
-    """The numeric match without slips: 0.15% relative tolerance or equal after rounding up to 3 decimals,
-    signs kept and no x100/x1e3/x1e6/x1e9 factor (`guards.strict_docmath`)."""
-    p, g = parse_number(prediction), parse_number(gold)
-    if p is None or g is None:
-        return False
+def _docmath_close(p: float, g: float, forgive: bool) -> bool:
     if abs(p - g) <= DOCMATH_REL_TOL * abs(g):
         return True
-    rp, rg = _round_up_3(p), _round_up_3(g)
-    return rp is not None and rp == rg and (p < 0) == (g < 0)
+    rp, rg = _round_up_3(p), _round_up_3(g)  # of the absolute values
+    if rp is not None and rp == rg and (forgive or (p < 0) == (g < 0)):
+        return True
+    small, large = sorted((abs(p), abs(g)))
+    if not forgive or small == 0:
+        return False
+    return any(abs(small * f - large) <= DOCMATH_REL_TOL * large for f in DOCMATH_SCALES)
 
 
 def docmath_match(prediction: object, gold: object) -> bool:
     """Numeric match (spec Part B §3.1): relative tolerance 0.15%, or equal after rounding up to
     3 decimals, or equal up to a x100/x1e3/x1e6/x1e9 slip (percent and unit slips are forgiven)."""
     p, g = parse_number(prediction), parse_number(gold)
-    if p is None or g is None:
-        return False
-    if abs(p - g) <= DOCMATH_REL_TOL * abs(g):
-        return True
-    ap, ag = abs(p), abs(g)
-    rp, rg = _round_up_3(ap), _round_up_3(ag)
-    if rp is not None and rp == rg:
-        return True
-    small, large = sorted((ap, ag))
-    if small == 0:
-        return False
-    return any(abs(small * f - large) <= DOCMATH_REL_TOL * large for f in DOCMATH_SCALES)
+    return p is not None and g is not None and _docmath_close(p, g, forgive=True)
+
+
+def docmath_strict_match(prediction: object, gold: object) -> bool:
+    """The numeric match without slips: 0.15% relative tolerance or equal after rounding up to 3 decimals,
+    signs kept and no x100/x1e3/x1e6/x1e9 factor (`guards.strict_docmath`)."""
+    p, g = parse_number(prediction), parse_number(gold)
+    return p is not None and g is not None and _docmath_close(p, g, forgive=False)
 
 
 # ---------------------------------------------------------------------------------------------------
