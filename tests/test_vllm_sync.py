@@ -350,3 +350,18 @@ def test_engine_level_seeding_seeds_the_engine_once_and_no_request(fake_vllm, ti
     pol.generate(["hi", "ho"], {"n": 2, "max_new_tokens": 4, "seed": 5})
     assert llm.seeds == [None, None]
     assert PolicySpec.from_config(load_config(None, [])).engine_seed is None
+
+
+def test_an_all_empty_batch_is_no_step_on_either_learner(fake_vllm, tiny_model_dir):
+    """Issue 27 item 9: the sharded learner's empty batch was counted as a (skipped) step; the single-process
+    learner's was not."""
+    from spell.engine.learner.group import LearnerGroup
+
+    pol = Policy(PolicySpec(model_path=tiny_model_dir, backend="vllm"))
+    empty = [{"prompt_ids": [5, 6], "response_ids": [], "advantage": 1.0}]
+    pol.train_step(empty)
+    assert (pol.learner.steps, pol.learner.skipped_steps) == (0, 0)
+    group = LearnerGroup.__new__(LearnerGroup)  # its empty-batch answer needs no ranks
+    pol.group = group
+    assert pol.train_step(empty)["empty"] == 1.0
+    assert (pol.learner.steps, pol.learner.skipped_steps) == (0, 0)

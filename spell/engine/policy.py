@@ -300,7 +300,9 @@ class Policy:
         try:
             if self.group is not None:
                 metrics = self.group.train_step(seqs)
-                if not metrics.get("skipped"):
+                if metrics.get("empty"):  # an all-empty batch is no step (as in the single-process learner)
+                    pass
+                elif not metrics.get("skipped"):
                     self.learner.steps += 1
                 else:
                     self.learner.skipped_steps += 1

@@ -300,7 +300,7 @@ class Learner:
         seqs = [x for x in seqs if x.response_ids]
         dist = _distributed()
         if not seqs and not dist:
-            return {"loss": 0.0, "grad_norm": 0.0, "tokens": 0.0, "skipped": 1.0, "seconds": 0.0}
+            return {"loss": 0.0, "grad_norm": 0.0, "tokens": 0.0, "skipped": 1.0, "empty": 1.0, "seconds": 0.0}
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         metrics = self.backward(seqs, total_tokens, min_micro_batches)

@@ -83,8 +83,8 @@ class LearnerGroup:
     def train_step(self, seqs: list[dict[str, Any]]) -> dict[str, float]:
         """One step on the whole batch: split by tokens, equal micro-batch counts, summed gradients."""
         seqs = [s for s in seqs if len(s["response_ids"])]
-        if not seqs:
-            return {"loss": 0.0, "grad_norm": 0.0, "tokens": 0.0, "skipped": 1.0, "seconds": 0.0}
+        if not seqs:  # nothing to train on: no step, and not a skipped one either
+            return {"loss": 0.0, "grad_norm": 0.0, "tokens": 0.0, "skipped": 1.0, "empty": 1.0, "seconds": 0.0}
         groups = [[seqs[i] for i in idx] for idx in self._split(seqs)]
         parts = [groups[r // self.sp] for r in range(self.world)]  # a sequence-parallel group shares its part
         total = float(sum(len(s["response_ids"]) for s in seqs))
