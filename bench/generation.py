@@ -60,8 +60,8 @@ def weight_pass_seconds(model) -> float:
     return t
 
 
-def spell_round(model, tok, prompts: list[str], params: SamplingParams, before: bool) -> tuple[float, int, float]:
-    """(seconds, new tokens, seconds of its prefills) of one round through spell's backend; `before`: the
+def spell_round(model, tok, prompts: list[str], params: SamplingParams, before: bool) -> tuple[float, int]:
+    """(seconds, new tokens) of one round through spell's backend; `before`: the
     concatenating cache and the full top-p sort, as the backend was."""
     saved = hf_backend.NUCLEUS_CANDIDATES
     hf_backend.NUCLEUS_CANDIDATES = 1 << 30 if before else saved
@@ -72,7 +72,7 @@ def spell_round(model, tok, prompts: list[str], params: SamplingParams, before: 
         wall = time.perf_counter() - t
     finally:
         hf_backend.NUCLEUS_CANDIDATES = saved
-    return wall, sum(len(c.token_ids) for row in out for c in row), 0.0
+    return wall, sum(len(c.token_ids) for row in out for c in row)
 
 
 def bare_round(model, tok, prompts: list[list[int]], params: SamplingParams, eos: set[int]) -> tuple[float, int]:
@@ -133,8 +133,7 @@ def main() -> None:
             if arm == "bare":
                 runs[arm] = bare_round(model, tok, ids, params, eos)
             elif arm != "warm-up":
-                wall, made, _ = spell_round(model, tok, texts, params, before=arm == "before")
-                runs[arm] = (wall, made)
+                runs[arm] = spell_round(model, tok, texts, params, before=arm == "before")
             else:
                 spell_round(model, tok, texts[:2], params, before=False)
         line = ", ".join(f"{k} {w:.1f} s ({m / w:.1f} new tok/s)" for k, (w, m) in runs.items())

@@ -122,6 +122,17 @@ def training_signal(runs: Path, arm: str) -> str:
     return f"{n} answers, mean reward {reward:.3f}, rule accuracy {rule:.3f}, {groups} responder groups trained"
 
 
+def prepare(args: argparse.Namespace) -> tuple[dict[str, list], list, Path] | None:
+    """Held-out sets, training pool and output folder of a rung; None (with why) without the shared data."""
+    held, pool = split(args.data, args.per_set)
+    if not held:
+        print(f"no held-out data under {args.data} (the shared data folder is absent on this machine): nothing run")
+        return None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return held, pool, out
+
+
 def main() -> int:
     args = ladder_args(__doc__ or "", "configs/default.yaml", 12, 60, "runs/ladder_a")
     from _common import machine
@@ -130,12 +141,9 @@ def main() -> int:
     from spell.engine.models.loading import resolve_model_path
     from storage.learning import paired_ci
 
-    held, pool = split(args.data, args.per_set)
-    if not held:
-        print(f"no held-out data under {args.data} (the shared data folder is absent on this machine): nothing run")
+    if (ready := prepare(args)) is None:
         return 0
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    held, pool, out = ready
     pool_file = out / "pool.jsonl"
     pool_file.write_text("".join(json.dumps({"id": x.qa_id, "documents": list(x.documents), "question": x.question,
                                              "answer": list(x.golds)}) + "\n" for x in pool))  # fmt: skip

@@ -25,7 +25,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ladder_rlvr import evaluate, ladder_args, split, train_arm
+from ladder_rlvr import evaluate, ladder_args, prepare, train_arm
 
 ARMS = {"spell": [], "format": ["reward.format_only=true"]}
 
@@ -90,12 +90,9 @@ def main() -> int:
     from storage.learning import learning_rows
     from storage.views import open_history
 
-    held, pool = split(args.data, args.per_set)
-    if not held:
-        print(f"no held-out data under {args.data} (the shared data folder is absent on this machine): nothing run")
+    if (ready := prepare(args)) is None:
         return 0
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    held, pool, out = ready
     n_clusters = pool_corpus(pool, out / "corpus.jsonl")
     items = build_judge_set([x for qa in held.values() for x in qa], seed=0)
     cfg = load_config(args.config, [f"run.runs_dir={out / 'runs'}", *args.set])

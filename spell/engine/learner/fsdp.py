@@ -89,8 +89,10 @@ def release_step_memory() -> dict[str, float]:
     still reserves (GiB, 0 on the CPU)."""
     if not torch.cuda.is_available():
         return {"rank_peak_gib": 0.0, "rank_reserved_gib": 0.0}
+    from spell.engine.models.loading import free_cuda_cache
+
     peak = torch.cuda.max_memory_reserved() / float(1 << 30)
-    torch.cuda.empty_cache()
+    free_cuda_cache()
     torch.cuda.reset_peak_memory_stats()
     return {"rank_peak_gib": peak, "rank_reserved_gib": torch.cuda.memory_reserved() / float(1 << 30)}
 
