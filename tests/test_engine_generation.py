@@ -207,3 +207,90 @@ def test_nucleus_from_a_partial_sort_is_the_full_sorts_nucleus():
             got = hf_backend.filter_logits(logits, 1.0, top_p, -1)
             assert torch.equal(torch.isinf(got), torch.isinf(reference(logits, 1.0, top_p)))
     assert int(torch.isfinite(hf_backend.filter_logits(flat, 1.0, 0.95, -1)).sum(-1).min()) > 256
+
+
+def test_drawing_among_the_nucleus_is_drawing_from_the_filtered_distribution():
+    """Issue 26: the sampler draws among each row's nucleus candidates (`nucleus`) with the weights that
+    `filter_logits`' softmax gives them, and the nucleus holds all of the row's mass; a flat row is marked as
+    not fitting (it draws over the whole vocabulary); a top-k cut or no top-p leave every row to the full draw."""
+    from spell.engine.rollout import hf_backend
+
+    gen = torch.Generator().manual_seed(1)
+    peaked = torch.randn(6, 5000, generator=gen) * 4
+    for t, top_p in ((1.0, 0.95), (0.7, 0.9), (1.3, 0.5)):
+        found = hf_backend.nucleus(peaked, t, top_p, 0)
+        assert found is not None
+        weights, idx, fits = found
+        assert bool(fits.all())
+        full = torch.softmax(hf_backend.filter_logits(peaked, t, top_p, 0), dim=-1)
+        assert torch.allclose(full.gather(-1, idx).sum(-1), torch.ones(6), atol=1e-5)  # all the mass is there
+        assert torch.allclose(weights / weights.sum(-1, keepdim=True), full.gather(-1, idx), atol=1e-6)
+    flat = torch.randn(2, 5000, generator=gen) * 0.01
+    mixed = hf_backend.nucleus(torch.cat([peaked, flat]), 1.0, 0.95, 0)
+    assert mixed is not None and mixed[2].tolist() == [True] * 6 + [False] * 2
+    assert hf_backend.nucleus(peaked, 1.0, 0.95, 50) is None and hf_backend.nucleus(peaked, 1.0, 1.0, 0) is None
+
+
+def test_a_batch_of_fitting_and_flat_rows_samples_each_row_from_its_own_seed():
+    """Issue 26: with some rows drawn among their nucleus and others over the whole vocabulary, a row's token
+    depends on its logits and its generator only (not on which other rows share the step), stays inside its
+    nucleus, and repeats under the same seeds."""
+    from types import SimpleNamespace
+
+    from spell.engine.rollout import hf_backend
+
+    g = torch.Generator().manual_seed(2)
+    rows = torch.cat([torch.randn(3, 5000, generator=g) * 4, torch.randn(2, 5000, generator=g) * 0.01])
+    params = SamplingParams(n=1, temperature=1.0, top_p=0.9, max_new_tokens=1, seed=0)
+    self = SimpleNamespace()
+
+    def draw(logits, seeds):
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        return hf_backend.TransformersGenerator._sample(self, logits, params, gens).tolist()
+
+    together = draw(rows, range(5))
+    assert together == draw(rows, range(5))
+    assert together == [draw(rows[i : i + 1], [i])[0] for i in range(5)]  # alone, each row draws the same token
+    allowed = torch.isfinite(hf_backend.filter_logits(rows, 1.0, 0.9, 0))
+    assert all(bool(allowed[i, t]) for i, t in enumerate(together))
+
+
+def test_the_bf16_rollout_copy_is_the_model_in_bf16_and_follows_the_learner(tiny_model_dir):
+    """engine.rollout_dtype=bfloat16 (issue 26): the copy generates what the model cast to bf16 generates, is
+    re-cast after the learner changes its weights (never a stale policy), and leaves the fp32 master alone."""
+    import copy
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    gen = TransformersGenerator(model, tok, token_budget=2048, rollout_dtype=torch.bfloat16)
+    cases = (
+        SamplingParams(n=2, temperature=0, max_new_tokens=10),
+        SamplingParams(n=2, temperature=1.0, top_p=0.9, max_new_tokens=10, seed=3),
+    )
+
+    def cast_reference():
+        ref = copy.deepcopy(model)
+        for p in ref.parameters():
+            p.data = p.data.to(torch.bfloat16)
+        return TransformersGenerator(ref, tok, token_budget=2048)
+
+    def tokens(g, p):
+        return [[c.token_ids for c in row] for row in g.generate(PROMPTS, p)]
+
+    master = {k: v.clone() for k, v in model.state_dict().items()}
+    for p in cases:
+        assert tokens(gen, p) == tokens(cast_reference(), p)
+    assert all(v.dtype == torch.float32 and torch.equal(v, master[k]) for k, v in model.state_dict().items())
+    with torch.no_grad():  # a learner step, in place
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    after_step = tokens(cast_reference(), cases[0])
+    assert tokens(gen, cases[0]) == after_step  # cast afresh: the updated weights
+    assert gen.rollout_copy is not None and gen.rollout_copy._copy is not None
+    assert all(
+        torch.equal(c, m.to(torch.bfloat16))
+        for c, m in zip(gen.rollout_copy._copy.parameters(), model.parameters(), strict=True)
+    )
+    assert next(gen.rollout_copy._copy.buffers(), torch.zeros(1)).dtype == torch.float32  # rotary stays fp32
+    same = TransformersGenerator(model, tok, token_budget=2048, rollout_dtype=torch.float32)
+    assert same.rollout_copy is None  # the model's own dtype: no copy

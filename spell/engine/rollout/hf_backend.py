@@ -7,12 +7,16 @@ The CPU default (and a GPU fallback where vLLM is absent). Two things `model.gen
   its seed alone, not on which prompts share its batch, and identical prompts never share a sample
   (spec Part A 'eval sampling').
 Finished rows leave the batch, so a long straggler decodes alone.
+With `rollout_dtype=bfloat16` it generates with a bf16 copy of the weights, refreshed from the learner's at
+every call (`RolloutCopy`): prefill and decode at the CPU's bf16 rate, other tokens than fp32's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,6 +36,25 @@ from spell.engine.rollout.interface import (
 from spell.engine.rollout.kv_cache import preallocated_cache
 
 NUCLEUS_CANDIDATES = 256  # top-p looks at this many of the most likely tokens first (a partial sort)
+FAST_NUCLEUS = True  # False: every sample draws over the whole vocabulary (the sampler before; benches)
+
+
+def nucleus(
+    logits: torch.Tensor, temperature: float, top_p: float, top_k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(weights, token ids, fits): each row's top-p nucleus among its `NUCLEUS_CANDIDATES` most likely tokens
+    ([rows, candidates], weights zero outside it) and whether it lies there ([rows]; a flat row's reaches
+    past them), or None where `filter_logits` decides every row (no top-p, a top-k cut, a small vocabulary).
+    Drawing from a fitting row's weights is drawing from `filter_logits`' distribution, with one random
+    number per candidate instead of one per vocabulary entry, so a seed gives other tokens than the full draw."""
+    vocab = logits.shape[-1]
+    if top_p >= 1.0 or 0 < top_k < vocab or vocab <= NUCLEUS_CANDIDATES:
+        return None
+    logits = logits.float() / temperature
+    ordered, idx = torch.topk(logits, NUCLEUS_CANDIDATES, dim=-1)
+    probs = torch.exp(ordered - torch.logsumexp(logits, dim=-1, keepdim=True))
+    fits = probs.sum(-1) >= top_p
+    return probs.masked_fill(probs.cumsum(-1) - probs >= top_p, 0.0), idx, fits
 
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_p: float, top_k: int) -> torch.Tensor:
@@ -59,6 +82,38 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_p: float, top_k:
     return logits
 
 
+class RolloutCopy:
+    """A copy of the model in a cheaper compute dtype, its weights re-cast from the model's at every `fresh()`
+    (one pass over the weights, tens of ms at 135M), so it never lags the learner. Buffers (rotary
+    frequencies) keep their dtype. Autocast, the other way to get bf16, re-casts every weight at every
+    decode step; this casts once per generate call."""
+
+    def __init__(self, model: Any, dtype: torch.dtype):
+        self.model, self.dtype = model, dtype
+        self._copy: Any = None
+        self._pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def fresh(self) -> Any:
+        with torch.no_grad():
+            if self._copy is None:
+                grads = {id(p): p.grad for p in self.model.parameters()}
+                for p in self.model.parameters():
+                    p.grad = None  # not copied
+                try:
+                    self._copy = copy.deepcopy(self.model)
+                finally:
+                    for p in self.model.parameters():
+                        p.grad = grads[id(p)]
+                for p in self._copy.parameters():
+                    p.requires_grad_(False)
+                    p.data = p.data.to(self.dtype)
+                self._pairs = list(zip(self.model.parameters(), self._copy.parameters(), strict=True))
+            else:
+                for src, dst in self._pairs:
+                    dst.copy_(src)
+        return self._copy
+
+
 class TransformersGenerator:
     """Generation with a Hugging Face causal LM that the caller owns (the learner trains the same weights)."""
 
@@ -71,12 +126,17 @@ class TransformersGenerator:
         compute_dtype: torch.dtype | None = None,
         share_prefill: bool = True,
         preallocate: bool = True,
+        rollout_dtype: torch.dtype | None = None,
     ):
         self.model, self.tokenizer, self.token_budget = model, tokenizer, token_budget
         self.share_prefill = share_prefill  # False: each sample prefills its own copy (the layout before; benches)
         self.preallocate = preallocate  # False: the library's concatenating cache (the layout before; benches)
         # fp32 master weights generate under autocast; one autocast region casts each weight once per call
         self.compute_dtype = None if compute_dtype in (None, torch.float32) else compute_dtype
+        master = next(model.parameters()).dtype
+        # engine.rollout_dtype: a bf16 copy generates (refreshed per call); None or the model's own: the model
+        self.rollout_copy = RolloutCopy(model, rollout_dtype) if rollout_dtype not in (None, master) else None
+        self._net: Any = model  # the module this call generates with
         cfg_ctx = getattr(model.config, "max_position_embeddings", None)
         limit = int(cfg_ctx or 1 << 30)
         self.max_context = min(int(max_context), limit) if max_context else limit
@@ -86,6 +146,8 @@ class TransformersGenerator:
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids))
         self.prefill_tokens = 0  # prompt tokens computed, for bench/generation.py (one per unique prompt token)
+        self.prefill_seconds = self.decode_seconds = 0.0  # wall time of prefills, of decode steps (benches)
+        self.decode_steps = 0  # batched decode steps taken (each samples, then runs the model on one token a row)
         # transformers renamed `past_key_values` to `cache` (the old name warns from 5.2x, goes in 5.40)
         self._cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
@@ -94,7 +156,7 @@ class TransformersGenerator:
         return next(self.model.parameters()).device
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.compute_dtype is None:
+        if self.compute_dtype is None or self.rollout_copy is not None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.compute_dtype)
 
@@ -118,6 +180,7 @@ class TransformersGenerator:
         batches = token_budget_batches(lengths, params.max_new_tokens, max(self.token_budget // params.n, 1))
         was_training = self.model.training
         self.model.eval()
+        self._net = self.model if self.rollout_copy is None else self.rollout_copy.fresh().eval()
         try:
             with self._autocast():
                 for batch in batches:
@@ -144,8 +207,23 @@ class TransformersGenerator:
     def _sample(self, logits: torch.Tensor, params: SamplingParams, gens: list[torch.Generator] | None) -> torch.Tensor:
         if gens is None:
             return logits.argmax(-1)
-        probs = torch.softmax(filter_logits(logits, params.temperature, params.top_p, params.top_k), dim=-1)
-        return torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(gens)])
+        found = nucleus(logits, params.temperature, params.top_p, params.top_k) if FAST_NUCLEUS else None
+        if found is None:
+            probs = torch.softmax(filter_logits(logits, params.temperature, params.top_p, params.top_k), dim=-1)
+            return torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(gens)])
+        weights, idx, fits = found  # a fitting row draws among its nucleus: the same distribution, fewer draws
+        wide = [i for i, ok in enumerate(fits.tolist()) if not ok]
+        full = {}
+        if wide:  # the rows whose nucleus reaches past the candidates draw over the whole vocabulary
+            probs = torch.softmax(filter_logits(logits[wide], params.temperature, params.top_p, params.top_k), -1)
+            full = dict(zip(wide, probs, strict=True))
+        picks = [
+            torch.multinomial(full[i], 1, generator=g)
+            if i in full
+            else idx[i, torch.multinomial(weights[i], 1, generator=g)]
+            for i, g in enumerate(gens)
+        ]
+        return torch.cat(picks)
 
     def _generate_batch(
         self, batch_ids: list[list[int]], prompt_indices: list[int], params: SamplingParams
@@ -166,9 +244,11 @@ class TransformersGenerator:
         cache_kw = {}
         if self.preallocate and (cache := preallocated_cache(self.model.config, params.max_new_tokens)) is not None:
             cache_kw[self._cache_kw] = cache  # written in place at each step (spell.engine.rollout.kv_cache)
-        out = self.model(input_ids=input_ids.to(dev), attention_mask=attn, position_ids=pos, use_cache=True,
+        started = time.perf_counter()
+        out = self._net(input_ids=input_ids.to(dev), attention_mask=attn, position_ids=pos, use_cache=True,
                          logits_to_keep=1, **cache_kw)  # fmt: skip
         self.prefill_tokens += sum(len(ids) for ids in batch_ids)
+        self.prefill_seconds += (decoding := time.perf_counter()) - started
         cache, logits, last = getattr(out, self._cache_kw), out.logits[:, -1, :], pos[:, -1]
         if copies > 1:
             batch_ids = batch_ids[::copies]
@@ -198,9 +278,11 @@ class TransformersGenerator:
             attn = torch.cat([attn, attn.new_ones((len(alive), 1))], dim=1)
             last = last + 1
             kw = {self._cache_kw: cache}
-            out = self.model(input_ids=nxt[:, None], attention_mask=attn, position_ids=last[:, None], use_cache=True,
+            out = self._net(input_ids=nxt[:, None], attention_mask=attn, position_ids=last[:, None], use_cache=True,
                              **kw)  # fmt: skip
             logits = out.logits[:, -1, :]
+            self.decode_steps += 1
+        self.decode_seconds += time.perf_counter() - decoding
         return [
             [self._finish(tokens[b * n + si], finish[b * n + si], pi, si, len(ids), params) for si in range(n)]
             for b, (pi, ids) in enumerate(zip(prompt_indices, batch_ids, strict=True))
