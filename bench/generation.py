@@ -1,6 +1,7 @@
 """Rollout speed on the default preset's model (SmolLM2-135M, fp32) at the default preset's two shapes, all in
 one run: spell's transformers backend as it is, as it was before issue 26 (the concatenating KV cache, the
-full-vocabulary top-p sort), and bare `model.generate`; plus the decode step against a weight-streaming bound
+full-vocabulary top-p sort and draw), with `engine.rollout_dtype=bfloat16` (a bf16 copy of the weights, other tokens),
+and bare `model.generate`; plus the decode step against a weight-streaming bound
 and prefill against the GEMM rate, both measured here and now.
 
     python bench/generation.py            # SmolLM2-135M, the question and respond rounds (~6 min on 2 cores)
@@ -60,19 +61,24 @@ def weight_pass_seconds(model) -> float:
     return t
 
 
-def spell_round(model, tok, prompts: list[str], params: SamplingParams, before: bool) -> tuple[float, int]:
-    """(seconds, new tokens) of one round through spell's backend; `before`: the
-    concatenating cache and the full top-p sort, as the backend was."""
-    saved = hf_backend.NUCLEUS_CANDIDATES
+def spell_round(
+    model, tok, prompts: list[str], params: SamplingParams, before: bool, bf16: bool = False
+) -> tuple[float, int, TransformersGenerator]:
+    """(seconds, new tokens, the generator with its prefill and decode counters) of one round through spell's
+    backend; `before`: the concatenating cache and the full top-p sort and draw, as the backend was; `bf16`:
+    engine.rollout_dtype=bfloat16 (its cast is in the time)."""
+    saved, fast = hf_backend.NUCLEUS_CANDIDATES, hf_backend.FAST_NUCLEUS
     hf_backend.NUCLEUS_CANDIDATES = 1 << 30 if before else saved
+    hf_backend.FAST_NUCLEUS = not before
     try:
-        gen = TransformersGenerator(model, tok, token_budget=24576, preallocate=not before)
+        dtype = torch.bfloat16 if bf16 else None
+        gen = TransformersGenerator(model, tok, token_budget=24576, preallocate=not before, rollout_dtype=dtype)
         t = time.perf_counter()
         out = gen.generate(prompts, params)
         wall = time.perf_counter() - t
     finally:
-        hf_backend.NUCLEUS_CANDIDATES = saved
-    return wall, sum(len(c.token_ids) for row in out for c in row)
+        hf_backend.NUCLEUS_CANDIDATES, hf_backend.FAST_NUCLEUS = saved, fast
+    return wall, sum(len(c.token_ids) for row in out for c in row), gen
 
 
 def bare_round(model, tok, prompts: list[list[int]], params: SamplingParams, eos: set[int]) -> tuple[float, int]:
@@ -126,43 +132,60 @@ def main() -> None:
     for name, (count, length, n, new) in SHAPES.items():
         params = SamplingParams(n=n, temperature=1.0, top_p=0.95, max_new_tokens=new, seed=0)
         runs = {}
-        for arm in ("warm-up", "before", "now", "bare"):
+        for arm in ("warm-up", "before", "now", "bf16 copy", "bare"):
             seed += 1  # new prompts for every run: no prefix or cache hit anywhere
             ids = word_prompts(tok, count, length, seed=seed)
             texts = [tok.decode(x) for x in ids]
             if arm == "bare":
                 runs[arm] = bare_round(model, tok, ids, params, eos)
             elif arm != "warm-up":
-                runs[arm] = spell_round(model, tok, texts, params, before=arm == "before")
+                runs[arm] = spell_round(model, tok, texts, params, before=arm == "before", bf16=arm == "bf16 copy")
             else:
                 spell_round(model, tok, texts[:2], params, before=False)
-        line = ", ".join(f"{k} {w:.1f} s ({m / w:.1f} new tok/s)" for k, (w, m) in runs.items())
-        ratio = (runs["before"][0] / runs["before"][1]) / (runs["now"][0] / runs["now"][1])
-        print(f"{name} round ({count} x ~{length} tokens, n={n}, up to {new} new): {line}; "
-              f"now vs before {ratio:.2f}x per new token   (target >= 2x)")  # fmt: skip
+                spell_round(model, tok, texts[:2], params, before=False, bf16=True)
+        line = ", ".join(f"{k} {r[0]:.1f} s ({r[1] / r[0]:.1f} new tok/s)" for k, r in runs.items())
+        print(f"{name} round ({count} x ~{length} tokens, n={n}, up to {new} new): {line}")
+        # the arms sample different tokens (new prompts, other draws), so compare the two parts of a round
+        parts = {}
+        for k in ("before", "now", "bf16 copy"):
+            g = runs[k][2]
+            parts[k] = (g.prefill_tokens / g.prefill_seconds, g.decode_seconds / max(g.decode_steps, 1))
+            print(f"  {k}: prefill {g.prefill_seconds:.1f} s ({parts[k][0]:.0f} tok/s), decode {g.decode_seconds:.1f} s"
+                  f" over {g.decode_steps} steps ({parts[k][1] * 1e3:.0f} ms a step, sampling included)")  # fmt: skip
+        for k in ("now", "bf16 copy"):
+            pre, dec = parts[k][0] / parts["before"][0], parts["before"][1] / parts[k][1]
+            steps = runs["before"][2].decode_steps
+            both = (runs["before"][2].prefill_seconds + runs["before"][2].decode_seconds) / (
+                runs["before"][2].prefill_tokens / parts[k][0] + steps * parts[k][1]
+            )
+            print(f"  {k} against before: prefill {pre:.2f}x, decode step {dec:.2f}x; before's round at these rates "
+                  f"{both:.2f}x   (target >= 2x)")  # fmt: skip
         print(f"  {vllm_round(path, texts, params)}")
     # the decode step against streaming every weight once, the prefill against the GEMM rate
     ids = word_prompts(tok, 12, 640, seed=seed + 1)
     texts = [tok.decode(x) for x in ids]
     short = SamplingParams(n=1, temperature=1.0, top_p=0.95, max_new_tokens=2, seed=0)
     long = SamplingParams(n=1, temperature=1.0, top_p=0.95, max_new_tokens=34, seed=0)
-    gen = TransformersGenerator(model, tok, token_budget=24576)
-    gen.generate(texts[:1], short)
-    t0 = time.perf_counter()
-    gen.generate(texts, short)
-    t1 = time.perf_counter()
-    out = gen.generate(texts, long)
-    t2 = time.perf_counter()
-    steps = max(len(c.token_ids) for row in out for c in row) - 2
-    step = ((t2 - t1) - (t1 - t0)) / max(steps, 1)
     floor = weight_pass_seconds(model)
-    print(f"decode step, 12 rows: {step * 1e3:.0f} ms vs one pass over every weight {floor * 1e3:.0f} ms: "
-          f"{step / floor:.1f}x the streaming bound   (target <= 2x)")  # fmt: skip
+    for label, dtype in (("fp32", None), ("bf16 copy", torch.bfloat16)):
+        gen = TransformersGenerator(model, tok, token_budget=24576, rollout_dtype=dtype)
+        gen.generate(texts[:1], short)
+        gen.decode_seconds, gen.decode_steps = 0.0, 0
+        gen.generate(texts, long)
+        step = gen.decode_seconds / max(gen.decode_steps, 1)
+        print(
+            f"decode step, 12 rows, {label} (sampling included): {step * 1e3:.0f} ms vs one pass over every fp32 "
+            f"weight {floor * 1e3:.0f} ms: {step / floor:.1f}x the streaming bound   (target <= 2x)"
+        )
     limit = gemm_rate(model)
     rate = prefill_rate(model, ids)
     allowed = limit / forward_flops_per_token(model, 320, head=False)
     print(f"prefill: {rate:.0f} tok/s = {100 * rate / allowed:.0f}% of the fp32 GEMM rate on the model's layer "
           f"shapes ({limit / 1e9:.1f} GFLOP/s)")  # fmt: skip
+    cast = TransformersGenerator(model, tok, rollout_dtype=torch.bfloat16).rollout_copy
+    assert cast is not None
+    bf16_rate = prefill_rate(cast.fresh().eval(), ids)
+    print(f"prefill, bf16 copy: {bf16_rate:.0f} tok/s = {bf16_rate / rate:.2f}x fp32's")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""The default preset's iteration wall time per stage, with `engine.shared_prefix` off and on.
+"""The default preset's iteration wall time per stage under two settings (`engine.shared_prefix` off and on
+unless `--arms` names others).
 
     python bench/iteration.py                      # configs/default.yaml, 2 iterations per setting
+    python bench/iteration.py --arms engine.rollout_dtype=model engine.rollout_dtype=bfloat16   # issue 26
     python bench/iteration.py --config configs/cpu-smoke.yaml --iterations 1   # seconds, scripted model
 
 Each setting runs in its own process (its own Ray and policy actor, as `spell run` does), on the same
@@ -36,13 +38,14 @@ def warm_caches(config: str, overrides: list[str]) -> None:
     load_corpus(cfg.data.corpus, seed=cfg.run.seed, cache_dir=Path(cfg.run.runs_dir) / ".corpus")
 
 
-def child(config: str, iterations: int, shared: bool, sets: list[str]) -> None:
-    """One setting: `iterations` iterations of one run in this process; prints one JSON line per iteration."""
+def child(config: str, iterations: int, arm: str, sets: list[str]) -> None:
+    """One setting (`arm`, a key=value override): `iterations` iterations of one run in this process; prints
+    one JSON line per iteration."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.iteration import spell_iteration
 
     runs = tempfile.mkdtemp(prefix="spell-bench-iter-")
-    ov = [f"run.runs_dir={runs}", f"engine.shared_prefix={str(shared).lower()}", *sets]
+    ov = [f"run.runs_dir={runs}", arm, *sets]
     warm_caches(config, ov)
     t0 = time.perf_counter()  # one-time model preparation and corpus clustering are not an iteration's work
     for k in range(1, iterations + 1):
@@ -68,15 +71,21 @@ def main() -> None:
     ap.add_argument("--config", default="configs/default.yaml")
     ap.add_argument("--iterations", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], help="extra key=value overrides for both settings")
-    ap.add_argument("--child", choices=["off", "on"], help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--arms",
+        nargs=2,
+        default=["engine.shared_prefix=false", "engine.shared_prefix=true"],
+        help="the two settings compared, each a key=value override (the first is the reference)",
+    )
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.config, args.iterations, args.child == "on", args.set)
+        child(args.config, args.iterations, args.child, args.set)
         return
     from _common import machine
 
     results: dict[str, list[dict]] = {}
-    for setting in ("off", "on"):
+    for setting in args.arms:
         cmd = [
             sys.executable,
             __file__,
@@ -91,18 +100,19 @@ def main() -> None:
         t = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            sys.exit(f"bench/iteration.py: shared_prefix={setting} failed:\n{proc.stderr[-3000:]}")
+            sys.exit(f"bench/iteration.py: {setting} failed:\n{proc.stderr[-3000:]}")
         results[setting] = [json.loads(line[4:]) for line in proc.stdout.splitlines() if line.startswith("ROW ")]
         results[setting][-1]["process"] = time.perf_counter() - t
     print(f"machine: {machine()}")
     print(f"config: {args.config} {' '.join(args.set)}  ({args.iterations} iteration(s) per setting)")
-    print(f"{'stage seconds':>28} " + " ".join(f"{s[:8]:>9}" for s in STAGES) + "      wall  overhead")
+    width = max(28, *(len(a) + 9 for a in args.arms))
+    print(f"{'stage seconds':>{width}} " + " ".join(f"{s[:8]:>9}" for s in STAGES) + "      wall  overhead")
     for setting, rows in results.items():
         for r in rows:
             t = r["timings"]
             share = 100 * max(0.0, 1 - r["busy"] / r["wall"]) if r["wall"] else 0.0
             print(
-                f"shared_prefix={setting:>3} iter {r['iteration']}:".rjust(28)
+                f"{setting} iter {r['iteration']}:".rjust(width)
                 + " "
                 + " ".join(f"{t.get(s, 0.0):9.1f}" for s in STAGES)
                 + f" {r['wall']:9.1f} {share:8.1f}%"
@@ -111,16 +121,19 @@ def main() -> None:
         comp = sum(r["computed_tokens"] for r in rows)
         seq = sum(r["sequence_tokens"] for r in rows)
         print(
-            f"{'':>28} GRPO: {tok:.0f} response tokens, {seq:.0f} sequence tokens, {comp:.0f} computed; "
+            f"{'':>{width}} GRPO: {tok:.0f} response tokens, {seq:.0f} sequence tokens, {comp:.0f} computed; "
             f"process wall {rows[-1]['process']:.0f}s"
         )
-    for stage in ("respond", "verify", "grpo_step"):
-        off = sum(r["timings"].get(stage, 0.0) for r in results["off"])
-        on = sum(r["timings"].get(stage, 0.0) for r in results["on"])
-        print(f"{stage}: off {off:.1f}s, on {on:.1f}s, speed-up {off / on if on else float('nan'):.2f}x")
-    off = sum(r["wall"] for r in results["off"]) / len(results["off"])
-    on = sum(r["wall"] for r in results["on"]) / len(results["on"])
-    print(f"mean iteration wall: off {off:.1f}s, on {on:.1f}s   (target <= 60s on 2 cores)")
+    ref, new = (results[a] for a in args.arms)
+    for stage in ("question", "respond", "verify", "grpo_step"):
+        a = sum(r["timings"].get(stage, 0.0) for r in ref)
+        b = sum(r["timings"].get(stage, 0.0) for r in new)
+        ratio = a / b if b else float("nan")
+        print(f"{stage}: {args.arms[0]} {a:.1f}s, {args.arms[1]} {b:.1f}s, speed-up {ratio:.2f}x")
+    a = sum(r["wall"] for r in ref) / len(ref)
+    b = sum(r["wall"] for r in new) / len(new)
+    print(f"mean iteration wall: {args.arms[0]} {a:.1f}s, {args.arms[1]} {b:.1f}s: {a / b if b else float('nan'):.2f}x"
+          "   (target <= 100 s on 2 cores)")  # fmt: skip
 
 
 if __name__ == "__main__":
