@@ -1,6 +1,6 @@
 """Rollout speed on the default preset's model (SmolLM2-135M, fp32) at the default preset's two shapes, all in
 one run: spell's transformers backend as it is, as it was before issue 26 (the concatenating KV cache, the
-full-vocabulary top-p sort and draw), with `engine.rollout_dtype=bfloat16` (a bf16 copy of the weights, other tokens),
+full-vocabulary top-p sort and draw), with `engine.prefill_dtype=bfloat16` (a bf16 copy prefills, other tokens),
 and bare `model.generate`; plus the decode step against a weight-streaming bound
 and prefill against the GEMM rate, both measured here and now.
 
@@ -66,13 +66,13 @@ def spell_round(
 ) -> tuple[float, int, TransformersGenerator]:
     """(seconds, new tokens, the generator with its prefill and decode counters) of one round through spell's
     backend; `before`: the concatenating cache and the full top-p sort and draw, as the backend was; `bf16`:
-    engine.rollout_dtype=bfloat16 (its cast is in the time)."""
+    engine.prefill_dtype=bfloat16 (its cast is in the time)."""
     saved, fast = hf_backend.NUCLEUS_CANDIDATES, hf_backend.FAST_NUCLEUS
     hf_backend.NUCLEUS_CANDIDATES = 1 << 30 if before else saved
     hf_backend.FAST_NUCLEUS = not before
     try:
         dtype = torch.bfloat16 if bf16 else None
-        gen = TransformersGenerator(model, tok, token_budget=24576, preallocate=not before, rollout_dtype=dtype)
+        gen = TransformersGenerator(model, tok, token_budget=24576, preallocate=not before, prefill_dtype=dtype)
         t = time.perf_counter()
         out = gen.generate(prompts, params)
         wall = time.perf_counter() - t
@@ -132,14 +132,14 @@ def main() -> None:
     for name, (count, length, n, new) in SHAPES.items():
         params = SamplingParams(n=n, temperature=1.0, top_p=0.95, max_new_tokens=new, seed=0)
         runs = {}
-        for arm in ("warm-up", "before", "now", "bf16 copy", "bare"):
+        for arm in ("warm-up", "before", "now", "bf16 prefill", "bare"):
             seed += 1  # new prompts for every run: no prefix or cache hit anywhere
             ids = word_prompts(tok, count, length, seed=seed)
             texts = [tok.decode(x) for x in ids]
             if arm == "bare":
                 runs[arm] = bare_round(model, tok, ids, params, eos)
             elif arm != "warm-up":
-                runs[arm] = spell_round(model, tok, texts, params, before=arm == "before", bf16=arm == "bf16 copy")
+                runs[arm] = spell_round(model, tok, texts, params, before=arm == "before", bf16=arm == "bf16 prefill")
             else:
                 spell_round(model, tok, texts[:2], params, before=False)
                 spell_round(model, tok, texts[:2], params, before=False, bf16=True)
@@ -147,12 +147,12 @@ def main() -> None:
         print(f"{name} round ({count} x ~{length} tokens, n={n}, up to {new} new): {line}")
         # the arms sample different tokens (new prompts, other draws), so compare the two parts of a round
         parts = {}
-        for k in ("before", "now", "bf16 copy"):
+        for k in ("before", "now", "bf16 prefill"):
             g = runs[k][2]
             parts[k] = (g.prefill_tokens / g.prefill_seconds, g.decode_seconds / max(g.decode_steps, 1))
             print(f"  {k}: prefill {g.prefill_seconds:.1f} s ({parts[k][0]:.0f} tok/s), decode {g.decode_seconds:.1f} s"
                   f" over {g.decode_steps} steps ({parts[k][1] * 1e3:.0f} ms a step, sampling included)")  # fmt: skip
-        for k in ("now", "bf16 copy"):
+        for k in ("now", "bf16 prefill"):
             pre, dec = parts[k][0] / parts["before"][0], parts["before"][1] / parts[k][1]
             steps = runs["before"][2].decode_steps
             both = (runs["before"][2].prefill_seconds + runs["before"][2].decode_seconds) / (
@@ -167,22 +167,21 @@ def main() -> None:
     short = SamplingParams(n=1, temperature=1.0, top_p=0.95, max_new_tokens=2, seed=0)
     long = SamplingParams(n=1, temperature=1.0, top_p=0.95, max_new_tokens=34, seed=0)
     floor = weight_pass_seconds(model)
-    for label, dtype in (("fp32", None), ("bf16 copy", torch.bfloat16)):
-        gen = TransformersGenerator(model, tok, token_budget=24576, rollout_dtype=dtype)
-        gen.generate(texts[:1], short)
-        gen.decode_seconds, gen.decode_steps = 0.0, 0
-        gen.generate(texts, long)
-        step = gen.decode_seconds / max(gen.decode_steps, 1)
-        print(
-            f"decode step, 12 rows, {label} (sampling included): {step * 1e3:.0f} ms vs one pass over every fp32 "
-            f"weight {floor * 1e3:.0f} ms: {step / floor:.1f}x the streaming bound   (target <= 2x)"
-        )
+    gen = TransformersGenerator(model, tok, token_budget=24576)
+    gen.generate(texts[:1], short)
+    gen.decode_seconds, gen.decode_steps = 0.0, 0
+    gen.generate(texts, long)
+    step = gen.decode_seconds / max(gen.decode_steps, 1)
+    print(
+        f"decode step, 12 rows (sampling included): {step * 1e3:.0f} ms vs one pass over every weight "
+        f"{floor * 1e3:.0f} ms: {step / floor:.1f}x the streaming bound   (target <= 2x)"
+    )
     limit = gemm_rate(model)
     rate = prefill_rate(model, ids)
     allowed = limit / forward_flops_per_token(model, 320, head=False)
     print(f"prefill: {rate:.0f} tok/s = {100 * rate / allowed:.0f}% of the fp32 GEMM rate on the model's layer "
           f"shapes ({limit / 1e9:.1f} GFLOP/s)")  # fmt: skip
-    cast = TransformersGenerator(model, tok, rollout_dtype=torch.bfloat16).rollout_copy
+    cast = TransformersGenerator(model, tok, prefill_dtype=torch.bfloat16).prefill_copy
     assert cast is not None
     bf16_rate = prefill_rate(cast.fresh().eval(), ids)
     print(f"prefill, bf16 copy: {bf16_rate:.0f} tok/s = {bf16_rate / rate:.2f}x fp32's")

@@ -136,14 +136,14 @@ def test_the_learner_built_in_code_takes_the_runs_layout():
     assert LearnerSettings().shared_prefix is EngineConfig().shared_prefix is True
 
 
-def test_the_rollout_dtype_reaches_the_policy_and_is_refused_for_vllm():
-    """Issue 26: engine.rollout_dtype is the transformers backend's; with vLLM it would be silently ignored."""
+def test_the_prefill_dtype_reaches_the_policy_and_is_refused_for_vllm():
+    """Issue 26: engine.prefill_dtype is the transformers backend's; with vLLM it would be silently ignored."""
     from spell.engine.spec import PolicySpec
 
-    assert PolicySpec.from_config(load_config(None, [])).rollout_dtype == "model"
-    assert PolicySpec.from_config(load_config(None, ["engine.rollout_dtype=bfloat16"])).rollout_dtype == "bfloat16"
-    with pytest.raises(ConfigError, match="rollout_dtype applies to the transformers backend"):
-        load_config(None, ["engine.backend=vllm", "engine.rollout_dtype=bfloat16"])
+    assert PolicySpec.from_config(load_config(None, [])).prefill_dtype == "model"
+    assert PolicySpec.from_config(load_config(None, ["engine.prefill_dtype=bfloat16"])).prefill_dtype == "bfloat16"
+    with pytest.raises(ConfigError, match="prefill_dtype applies to the transformers backend"):
+        load_config(None, ["engine.backend=vllm", "engine.prefill_dtype=bfloat16"])
 
 
 @pytest.mark.parametrize(

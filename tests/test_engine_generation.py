@@ -255,42 +255,42 @@ def test_a_batch_of_fitting_and_flat_rows_samples_each_row_from_its_own_seed():
     assert all(bool(allowed[i, t]) for i, t in enumerate(together))
 
 
-def test_the_bf16_rollout_copy_is_the_model_in_bf16_and_follows_the_learner(tiny_model_dir):
-    """engine.rollout_dtype=bfloat16 (issue 26): the copy generates what the model cast to bf16 generates, is
-    re-cast after the learner changes its weights (never a stale policy), and leaves the fp32 master alone."""
+def test_the_bf16_prefill_copy_is_the_model_in_bf16_follows_the_learner_and_hands_decoding_back(tiny_model_dir):
+    """engine.prefill_dtype=bfloat16 (issue 26): the copy's weights are the model's cast to bf16, re-cast after
+    the learner changes them (never a stale policy); the first token is the bf16 model's, the cache comes back
+    in fp32 and the fp32 model decodes; the master is left alone."""
     import copy
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    gen = TransformersGenerator(model, tok, token_budget=2048, rollout_dtype=torch.bfloat16)
-    cases = (
-        SamplingParams(n=2, temperature=0, max_new_tokens=10),
-        SamplingParams(n=2, temperature=1.0, top_p=0.9, max_new_tokens=10, seed=3),
-    )
+    gen = TransformersGenerator(model, tok, token_budget=2048, prefill_dtype=torch.bfloat16)
+    master = {k: v.clone() for k, v in model.state_dict().items()}
 
-    def cast_reference():
+    def first_tokens():
         ref = copy.deepcopy(model)
         for p in ref.parameters():
             p.data = p.data.to(torch.bfloat16)
-        return TransformersGenerator(ref, tok, token_budget=2048)
+        with torch.inference_mode():
+            ids = [render_prompt(tok, p) for p in PROMPTS]
+            return [int(ref(input_ids=torch.tensor([x])).logits[0, -1].argmax()) for x in ids]
 
-    def tokens(g, p):
-        return [[c.token_ids for c in row] for row in g.generate(PROMPTS, p)]
-
-    master = {k: v.clone() for k, v in model.state_dict().items()}
-    for p in cases:
-        assert tokens(gen, p) == tokens(cast_reference(), p)
+    one = SamplingParams(n=1, temperature=0, max_new_tokens=1)
+    solo = [gen.generate([p], one)[0][0].token_ids[0] for p in PROMPTS]  # unpadded, as the reference
+    assert solo == first_tokens()
     assert all(v.dtype == torch.float32 and torch.equal(v, master[k]) for k, v in model.state_dict().items())
+    calls = {"model": 0}
+    hook = model.register_forward_pre_hook(lambda *_: calls.__setitem__("model", calls["model"] + 1))
+    out = gen.generate(PROMPTS, SamplingParams(n=2, temperature=1.0, top_p=0.9, max_new_tokens=6, seed=3))
+    hook.remove()
+    assert calls["model"] == gen.decode_steps > 0 and all(len(c.token_ids) for row in out for c in row)
     with torch.no_grad():  # a learner step, in place
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    after_step = tokens(cast_reference(), cases[0])
-    assert tokens(gen, cases[0]) == after_step  # cast afresh: the updated weights
-    assert gen.rollout_copy is not None and gen.rollout_copy._copy is not None
+    assert [gen.generate([p], one)[0][0].token_ids[0] for p in PROMPTS] == first_tokens()
+    assert gen.prefill_copy is not None and gen.prefill_copy._copy is not None
     assert all(
         torch.equal(c, m.to(torch.bfloat16))
-        for c, m in zip(gen.rollout_copy._copy.parameters(), model.parameters(), strict=True)
+        for c, m in zip(gen.prefill_copy._copy.parameters(), model.parameters(), strict=True)
     )
-    assert next(gen.rollout_copy._copy.buffers(), torch.zeros(1)).dtype == torch.float32  # rotary stays fp32
-    same = TransformersGenerator(model, tok, token_budget=2048, rollout_dtype=torch.float32)
-    assert same.rollout_copy is None  # the model's own dtype: no copy
+    assert next(gen.prefill_copy._copy.buffers(), torch.zeros(1)).dtype == torch.float32  # rotary stays fp32
+    assert TransformersGenerator(model, tok, prefill_dtype=torch.float32).prefill_copy is None  # no copy needed

@@ -37,13 +37,13 @@ class EngineConfig(_Section):
     generation_token_budget: int = _field(
         16384, "Prompt+completion tokens per generation batch (transformers backend).", ge=1
     )
-    rollout_dtype: Literal["model", "bfloat16"] = _field(
+    prefill_dtype: Literal["model", "bfloat16"] = _field(
         "model",
-        "Compute dtype of the transformers backend's generation. 'model': the policy's own weights (fp32 on CPU). "
-        "'bfloat16': a bf16 copy, re-cast from the learner's weights at every generate call, so it never lags; "
-        "on a CPU with AVX512-BF16 or AMX it prefills about 2.5x and decodes about 1.5x faster (bench/generation.py) "
-        "and samples other tokens than fp32 (the learner still scores them in its own dtype, as with vLLM's bf16 "
-        "rollouts). Not in the paper: a CPU speed switch (issue 26). vLLM takes its dtype from model.dtype.",
+        "Compute dtype of the transformers backend's prompt pass. 'model': the policy's own weights (fp32 on CPU). "
+        "'bfloat16': a bf16 copy, re-cast from the learner's weights at every generate call (so it never lags), "
+        "prefills; its KV cache is cast back and the model decodes. On this AVX512-BF16 CPU it prefills about "
+        "1.5x faster (bench/generation.py); tokens differ from fp32's (the learner scores them in its own dtype, "
+        "as with vLLM's bf16 rollouts). Not in the paper: a CPU speed switch (issue 26). vLLM: model.dtype.",
     )
     train_token_budget: int = _field(8192, "Tokens per learner micro-batch (padding included).", ge=1)
     max_model_len: int = _field(
@@ -161,10 +161,10 @@ class EngineConfig(_Section):
                 "gpus_per_rank must be 0 (CPU ranks) or a whole number of GPUs: Ray could place two fractional "
                 "ranks on one GPU"
             )
-        if self.rollout_dtype != "model" and self.backend == "vllm":
+        if self.prefill_dtype != "model" and self.backend == "vllm":
             raise ValueError(
-                "engine.rollout_dtype applies to the transformers backend; vLLM generates in model.dtype: set "
-                "model.dtype=bfloat16 or engine.rollout_dtype=model"
+                "engine.prefill_dtype applies to the transformers backend; vLLM generates in model.dtype: set "
+                "model.dtype=bfloat16 or engine.prefill_dtype=model"
             )
         if self.tensor_parallel > 1 and self.backend != "vllm":
             raise ValueError("tensor_parallel > 1 needs backend: vllm")

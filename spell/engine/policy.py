@@ -202,7 +202,7 @@ class Policy:
             self.spec.max_context,
             self.dtype,
             share_prefill=self.spec.learner.shared_prefix,
-            rollout_dtype=None if self.spec.rollout_dtype == "model" else getattr(torch, self.spec.rollout_dtype),
+            prefill_dtype=None if self.spec.prefill_dtype == "model" else getattr(torch, self.spec.prefill_dtype),
         )
 
     def _make_scripted(self) -> Any:

@@ -22,7 +22,7 @@ class PolicySpec:
     lora_rank: int = 0
     lora_alpha: float = 32.0
     generation_token_budget: int = 16384
-    rollout_dtype: str = "model"  # engine.rollout_dtype: "model" or a torch dtype name for the transformers backend
+    prefill_dtype: str = "model"  # engine.prefill_dtype: "model" or a torch dtype name (transformers backend)
     max_context: int | None = None
     learner: LearnerSettings = field(default_factory=LearnerSettings)
     cache_dir: str = ""
@@ -66,7 +66,7 @@ class PolicySpec:
             lora_rank=cfg.model.lora_rank,
             lora_alpha=cfg.model.lora_alpha,
             generation_token_budget=cfg.engine.generation_token_budget,
-            rollout_dtype=cfg.engine.rollout_dtype,
+            prefill_dtype=cfg.engine.prefill_dtype,
             max_context=cfg.engine.max_model_len or run_max_context(cfg),
             learner=LearnerSettings(
                 lr=o.lr,

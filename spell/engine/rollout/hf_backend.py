@@ -7,8 +7,9 @@ The CPU default (and a GPU fallback where vLLM is absent). Two things `model.gen
   its seed alone, not on which prompts share its batch, and identical prompts never share a sample
   (spec Part A 'eval sampling').
 Finished rows leave the batch, so a long straggler decodes alone.
-With `rollout_dtype=bfloat16` it generates with a bf16 copy of the weights, refreshed from the learner's at
-every call (`RolloutCopy`): prefill and decode at the CPU's bf16 rate, other tokens than fp32's.
+With `prefill_dtype=bfloat16` the prompts' forward pass runs on a bf16 copy of the weights, refreshed from the
+learner's at every call (`RolloutCopy`), at the CPU's bf16 GEMM rate; the cache is cast back and decoding runs
+on the model (bf16 decoding measured slower on this CPU). Tokens differ from fp32 prefill's.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from spell.engine.rollout.interface import (
     render_prompt,
     row_seed,
 )
-from spell.engine.rollout.kv_cache import preallocated_cache
+from spell.engine.rollout.kv_cache import cast_cache, preallocated_cache
 
 NUCLEUS_CANDIDATES = 256  # top-p looks at this many of the most likely tokens first (a partial sort)
 FAST_NUCLEUS = True  # False: every sample draws over the whole vocabulary (the sampler before; benches)
@@ -126,7 +127,7 @@ class TransformersGenerator:
         compute_dtype: torch.dtype | None = None,
         share_prefill: bool = True,
         preallocate: bool = True,
-        rollout_dtype: torch.dtype | None = None,
+        prefill_dtype: torch.dtype | None = None,
     ):
         self.model, self.tokenizer, self.token_budget = model, tokenizer, token_budget
         self.share_prefill = share_prefill  # False: each sample prefills its own copy (the layout before; benches)
@@ -134,9 +135,9 @@ class TransformersGenerator:
         # fp32 master weights generate under autocast; one autocast region casts each weight once per call
         self.compute_dtype = None if compute_dtype in (None, torch.float32) else compute_dtype
         master = next(model.parameters()).dtype
-        # engine.rollout_dtype: a bf16 copy generates (refreshed per call); None or the model's own: the model
-        self.rollout_copy = RolloutCopy(model, rollout_dtype) if rollout_dtype not in (None, master) else None
-        self._net: Any = model  # the module this call generates with
+        # engine.prefill_dtype: a bf16 copy prefills (refreshed per call); None or the model's own: the model
+        self.prefill_copy = RolloutCopy(model, prefill_dtype) if prefill_dtype not in (None, master) else None
+        self._prefill_net: Any = model  # the module this call prefills with
         cfg_ctx = getattr(model.config, "max_position_embeddings", None)
         limit = int(cfg_ctx or 1 << 30)
         self.max_context = min(int(max_context), limit) if max_context else limit
@@ -156,7 +157,7 @@ class TransformersGenerator:
         return next(self.model.parameters()).device
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.compute_dtype is None or self.rollout_copy is not None:
+        if self.compute_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.compute_dtype)
 
@@ -180,7 +181,7 @@ class TransformersGenerator:
         batches = token_budget_batches(lengths, params.max_new_tokens, max(self.token_budget // params.n, 1))
         was_training = self.model.training
         self.model.eval()
-        self._net = self.model if self.rollout_copy is None else self.rollout_copy.fresh().eval()
+        self._prefill_net = self.model if self.prefill_copy is None else self.prefill_copy.fresh().eval()
         try:
             with self._autocast():
                 for batch in batches:
@@ -244,12 +245,17 @@ class TransformersGenerator:
         cache_kw = {}
         if self.preallocate and (cache := preallocated_cache(self.model.config, params.max_new_tokens)) is not None:
             cache_kw[self._cache_kw] = cache  # written in place at each step (spell.engine.rollout.kv_cache)
+        # the bf16 copy's head gets its last positions as a gathered (contiguous) tensor: sliced, bf16 matmul
+        # expands the head's weight once per row (1.4 s a batch of the default model); fp32 keeps today's slice
+        keep: int | torch.Tensor = 1 if self.prefill_copy is None else torch.tensor([width - 1], device=dev)
         started = time.perf_counter()
-        out = self._net(input_ids=input_ids.to(dev), attention_mask=attn, position_ids=pos, use_cache=True,
-                         logits_to_keep=1, **cache_kw)  # fmt: skip
+        out = self._prefill_net(input_ids=input_ids.to(dev), attention_mask=attn, position_ids=pos, use_cache=True,
+                                logits_to_keep=keep, **cache_kw)  # fmt: skip
         self.prefill_tokens += sum(len(ids) for ids in batch_ids)
         self.prefill_seconds += (decoding := time.perf_counter()) - started
         cache, logits, last = getattr(out, self._cache_kw), out.logits[:, -1, :], pos[:, -1]
+        if self.prefill_copy is not None:
+            cast_cache(cache, next(self.model.parameters()).dtype)  # the model decodes from the copy's cache
         if copies > 1:
             batch_ids = batch_ids[::copies]
         elif n > 1:
@@ -278,7 +284,7 @@ class TransformersGenerator:
             attn = torch.cat([attn, attn.new_ones((len(alive), 1))], dim=1)
             last = last + 1
             kw = {self._cache_kw: cache}
-            out = self._net(input_ids=nxt[:, None], attention_mask=attn, position_ids=last[:, None], use_cache=True,
+            out = self.model(input_ids=nxt[:, None], attention_mask=attn, position_ids=last[:, None], use_cache=True,
                              **kw)  # fmt: skip
             logits = out.logits[:, -1, :]
             self.decode_steps += 1

@@ -98,3 +98,14 @@ def preallocated_cache(config: Any, extra: int) -> Cache | None:
     if kinds != {"full_attention"} or getattr(cfg, "use_sliding_window", False):
         return None
     return Cache(layers=[PreallocatedLayer(extra) for _ in range(cfg.num_hidden_layers)])
+
+
+def cast_cache(cache: Cache, dtype: torch.dtype) -> None:
+    """Every layer's keys and values in `dtype`, in place (a bf16 prefill's cache for an fp32 decode)."""
+    for layer in cache.layers:
+        if isinstance(layer, PreallocatedLayer):
+            if layer._k is not None and layer._v is not None:
+                layer._k, layer._v = layer._k.to(dtype), layer._v.to(dtype)
+                layer._views()
+        elif getattr(layer, "keys", None) is not None:
+            layer.keys, layer.values = layer.keys.to(dtype), layer.values.to(dtype)
