@@ -41,7 +41,8 @@ class EngineConfig(_Section):
         "model",
         "Compute dtype of the transformers backend's prompt pass. 'model': the policy's own weights (fp32 on CPU). "
         "'bfloat16': a bf16 copy, re-cast from the learner's weights at every generate call (so it never lags), "
-        "prefills; its KV cache is cast back and the model decodes. On this AVX512-BF16 CPU it prefills about "
+        "prefills (a second copy of the weights, half their fp32 size); its KV cache is cast back and the model "
+        "decodes. On this AVX512-BF16 CPU it prefills about "
         "1.5x faster (bench/generation.py); tokens differ from fp32's (the learner scores them in its own dtype, "
         "as with vLLM's bf16 rollouts). Not in the paper: a CPU speed switch (issue 26). vLLM: model.dtype.",
     )
