@@ -294,3 +294,29 @@ def test_the_bf16_prefill_copy_is_the_model_in_bf16_follows_the_learner_and_hand
     )
     assert next(gen.prefill_copy._copy.buffers(), torch.zeros(1)).dtype == torch.float32  # rotary stays fp32
     assert TransformersGenerator(model, tok, prefill_dtype=torch.float32).prefill_copy is None  # no copy needed
+
+
+def test_a_peaked_model_samples_through_the_nucleus_path_reproducibly(tiny_model_dir, monkeypatch):
+    """Issue 26: the tiny model's logits are flat (its rows take the full draw); scaled up, they are peaked like
+    a trained model's, the generator's rows take the nucleus draw, and a seed gives the same tokens twice."""
+    from spell.engine.rollout import hf_backend
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(40.0)
+    fitted = []
+    real = hf_backend.nucleus
+
+    def counting(*args):
+        found = real(*args)
+        if found is not None:
+            fitted.extend(found[2].tolist())
+        return found
+
+    monkeypatch.setattr(hf_backend, "nucleus", counting)
+    gen = TransformersGenerator(model, tok, token_budget=2048)
+    p = SamplingParams(n=3, temperature=1.0, top_p=0.9, max_new_tokens=8, seed=11)
+    first = [[c.token_ids for c in row] for row in gen.generate(PROMPTS, p)]
+    assert first == [[c.token_ids for c in row] for row in gen.generate(PROMPTS, p)]
+    assert fitted and sum(fitted) > len(fitted) // 2  # most rows drew among their nucleus
