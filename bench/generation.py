@@ -152,11 +152,11 @@ def main() -> None:
             parts[k] = (g.prefill_tokens / g.prefill_seconds, g.decode_seconds / max(g.decode_steps, 1))
             print(f"  {k}: prefill {g.prefill_seconds:.1f} s ({parts[k][0]:.0f} tok/s), decode {g.decode_seconds:.1f} s"
                   f" over {g.decode_steps} steps ({parts[k][1] * 1e3:.0f} ms a step, sampling included)")  # fmt: skip
+        ref = runs["before"][2]
         for k in ("now", "bf16 prefill"):
             pre, dec = parts[k][0] / parts["before"][0], parts["before"][1] / parts[k][1]
-            steps = runs["before"][2].decode_steps
-            both = (runs["before"][2].prefill_seconds + runs["before"][2].decode_seconds) / (
-                runs["before"][2].prefill_tokens / parts[k][0] + steps * parts[k][1]
+            both = (ref.prefill_seconds + ref.decode_seconds) / (
+                ref.prefill_tokens / parts[k][0] + ref.decode_steps * parts[k][1]
             )
             print(f"  {k} against before: prefill {pre:.2f}x, decode step {dec:.2f}x; before's round at these rates "
                   f"{both:.2f}x   (target >= 2x)")  # fmt: skip

@@ -2,7 +2,7 @@
 unless `--arms` names others).
 
     python bench/iteration.py                      # configs/default.yaml, 2 iterations per setting
-    python bench/iteration.py --arms engine.rollout_dtype=model engine.rollout_dtype=bfloat16   # issue 26
+    python bench/iteration.py --arms engine.prefill_dtype=model engine.prefill_dtype=bfloat16   # issue 26
     python bench/iteration.py --config configs/cpu-smoke.yaml --iterations 1   # seconds, scripted model
 
 Each setting runs in its own process (its own Ray and policy actor, as `spell run` does), on the same

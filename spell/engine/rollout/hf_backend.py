@@ -40,6 +40,19 @@ NUCLEUS_CANDIDATES = 256  # top-p looks at this many of the most likely tokens f
 FAST_NUCLEUS = True  # False: every sample draws over the whole vocabulary (the sampler before; benches)
 
 
+def _ranked(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each row's k most likely tokens (a partial sort; the full sort where k is the vocabulary): their logits,
+    their ids, and each one's share of the row's whole probability mass."""
+    full = k >= logits.shape[-1]
+    ordered, idx = torch.sort(logits, dim=-1, descending=True) if full else torch.topk(logits, k, dim=-1)
+    return ordered, idx, torch.exp(ordered - torch.logsumexp(logits, dim=-1, keepdim=True))
+
+
+def _past_nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Ranked tokens outside the nucleus: those whose higher-ranked tokens already hold top_p of the mass."""
+    return probs.cumsum(-1) - probs >= top_p
+
+
 def nucleus(
     logits: torch.Tensor, temperature: float, top_p: float, top_k: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -51,11 +64,8 @@ def nucleus(
     vocab = logits.shape[-1]
     if top_p >= 1.0 or 0 < top_k < vocab or vocab <= NUCLEUS_CANDIDATES:
         return None
-    logits = logits.float() / temperature
-    ordered, idx = torch.topk(logits, NUCLEUS_CANDIDATES, dim=-1)
-    probs = torch.exp(ordered - torch.logsumexp(logits, dim=-1, keepdim=True))
-    fits = probs.sum(-1) >= top_p
-    return probs.masked_fill(probs.cumsum(-1) - probs >= top_p, 0.0), idx, fits
+    _, idx, probs = _ranked(logits.float() / temperature, NUCLEUS_CANDIDATES)
+    return probs.masked_fill(_past_nucleus(probs, top_p), 0.0), idx, probs.sum(-1) >= top_p
 
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_p: float, top_k: int) -> torch.Tensor:
@@ -71,14 +81,10 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_p: float, top_k:
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
         k = min(NUCLEUS_CANDIDATES, vocab)
-        ordered, idx = torch.topk(logits, k, dim=-1) if k < vocab else torch.sort(logits, dim=-1, descending=True)
-        norm = torch.logsumexp(logits, dim=-1, keepdim=True)
-        probs = torch.exp(ordered - norm)  # each candidate's share of the whole vocabulary
+        ordered, idx, probs = _ranked(logits, k)
         if k < vocab and bool((probs.sum(-1) < top_p).any()):  # a row's nucleus reaches past the candidates
-            ordered, idx = torch.sort(logits, dim=-1, descending=True)
-            probs = torch.exp(ordered - norm)
-        before = probs.cumsum(-1) - probs  # mass of the tokens ranked above each one
-        ordered = ordered.masked_fill(before >= top_p, float("-inf"))
+            ordered, idx, probs = _ranked(logits, vocab)
+        ordered = ordered.masked_fill(_past_nucleus(probs, top_p), float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, idx, ordered)
     return logits
 
@@ -137,7 +143,6 @@ class TransformersGenerator:
         master = next(model.parameters()).dtype
         # engine.prefill_dtype: a bf16 copy prefills (refreshed per call); None or the model's own: the model
         self.prefill_copy = RolloutCopy(model, prefill_dtype) if prefill_dtype not in (None, master) else None
-        self._prefill_net: Any = model  # the module this call prefills with
         cfg_ctx = getattr(model.config, "max_position_embeddings", None)
         limit = int(cfg_ctx or 1 << 30)
         self.max_context = min(int(max_context), limit) if max_context else limit
@@ -181,12 +186,12 @@ class TransformersGenerator:
         batches = token_budget_batches(lengths, params.max_new_tokens, max(self.token_budget // params.n, 1))
         was_training = self.model.training
         self.model.eval()
-        self._prefill_net = self.model if self.prefill_copy is None else self.prefill_copy.fresh().eval()
+        prefill_net = self.model if self.prefill_copy is None else self.prefill_copy.fresh().eval()
         try:
             with self._autocast():
                 for batch in batches:
                     pis = [todo[i] for i in batch]
-                    rows = self._generate_batch([rendered[pi] for pi in pis], pis, params)
+                    rows = self._generate_batch(prefill_net, [rendered[pi] for pi in pis], pis, params)
                     for pi, comps in zip(pis, rows, strict=True):
                         results[pi] = comps
                     if progress is not None:
@@ -227,7 +232,7 @@ class TransformersGenerator:
         return torch.cat(picks)
 
     def _generate_batch(
-        self, batch_ids: list[list[int]], prompt_indices: list[int], params: SamplingParams
+        self, prefill_net: Any, batch_ids: list[list[int]], prompt_indices: list[int], params: SamplingParams
     ) -> list[list[Completion]]:
         """Prefill the unique prompts once (left-padded), expand the cache to n rows each, then decode."""
         dev, n = self.device, params.n
@@ -249,7 +254,7 @@ class TransformersGenerator:
         # expands the head's weight once per row (1.4 s a batch of the default model); fp32 keeps today's slice
         keep: int | torch.Tensor = 1 if self.prefill_copy is None else torch.tensor([width - 1], device=dev)
         started = time.perf_counter()
-        out = self._prefill_net(input_ids=input_ids.to(dev), attention_mask=attn, position_ids=pos, use_cache=True,
+        out = prefill_net(input_ids=input_ids.to(dev), attention_mask=attn, position_ids=pos, use_cache=True,
                                 logits_to_keep=keep, **cache_kw)  # fmt: skip
         self.prefill_tokens += sum(len(ids) for ids in batch_ids)
         self.prefill_seconds += (decoding := time.perf_counter()) - started
