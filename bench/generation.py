@@ -1,7 +1,8 @@
 """Rollout speed on the default preset's model (SmolLM2-135M, fp32) at the default preset's two shapes, all in
 one run: spell's transformers backend as it is, as it was before issue 26 (the concatenating KV cache, the
 full-vocabulary top-p sort and draw), with `engine.prefill_dtype=bfloat16` (a bf16 copy prefills, other tokens),
-and bare `model.generate`; plus the decode step against a weight-streaming bound
+with that and `engine.decode_dtype=bfloat16` (decode steps' Linear matmuls in bf16, other tokens), and bare
+`model.generate`; plus the decode step against a weight-streaming bound
 and prefill against the GEMM rate, both measured here and now.
 
     python bench/generation.py            # SmolLM2-135M, the question and respond rounds (~6 min on 2 cores)
@@ -62,17 +63,18 @@ def weight_pass_seconds(model) -> float:
 
 
 def spell_round(
-    model, tok, prompts: list[str], params: SamplingParams, before: bool, bf16: bool = False
+    model, tok, prompts: list[str], params: SamplingParams, before: bool, bf16: bool = False, bf16_decode: bool = False
 ) -> tuple[float, int, TransformersGenerator]:
     """(seconds, new tokens, the generator with its prefill and decode counters) of one round through spell's
     backend; `before`: the concatenating cache and the full top-p sort and draw, as the backend was; `bf16`:
-    engine.prefill_dtype=bfloat16 (its cast is in the time)."""
+    engine.prefill_dtype=bfloat16 (its cast is in the time); `bf16_decode`: engine.decode_dtype=bfloat16 too."""
     saved, fast = hf_backend.NUCLEUS_CANDIDATES, hf_backend.FAST_NUCLEUS
     hf_backend.NUCLEUS_CANDIDATES = 1 << 30 if before else saved
     hf_backend.FAST_NUCLEUS = not before
     try:
         dtype = torch.bfloat16 if bf16 else None
-        gen = TransformersGenerator(model, tok, token_budget=24576, preallocate=not before, prefill_dtype=dtype)
+        gen = TransformersGenerator(model, tok, token_budget=24576, preallocate=not before, prefill_dtype=dtype,
+                                    decode_dtype=torch.bfloat16 if bf16_decode else None)  # fmt: skip
         t = time.perf_counter()
         out = gen.generate(prompts, params)
         wall = time.perf_counter() - t
@@ -132,28 +134,29 @@ def main() -> None:
     for name, (count, length, n, new) in SHAPES.items():
         params = SamplingParams(n=n, temperature=1.0, top_p=0.95, max_new_tokens=new, seed=0)
         runs = {}
-        for arm in ("warm-up", "before", "now", "bf16 prefill", "bare"):
+        for arm in ("warm-up", "before", "now", "bf16 prefill", "bf16 prefill+decode", "bare"):
             seed += 1  # new prompts for every run: no prefix or cache hit anywhere
             ids = word_prompts(tok, count, length, seed=seed)
             texts = [tok.decode(x) for x in ids]
             if arm == "bare":
                 runs[arm] = bare_round(model, tok, ids, params, eos)
             elif arm != "warm-up":
-                runs[arm] = spell_round(model, tok, texts, params, before=arm == "before", bf16=arm == "bf16 prefill")
+                runs[arm] = spell_round(model, tok, texts, params, before=arm == "before", bf16=arm.startswith("bf16"),
+                                        bf16_decode=arm == "bf16 prefill+decode")  # fmt: skip
             else:
                 spell_round(model, tok, texts[:2], params, before=False)
-                spell_round(model, tok, texts[:2], params, before=False, bf16=True)
+                spell_round(model, tok, texts[:2], params, before=False, bf16=True, bf16_decode=True)
         line = ", ".join(f"{k} {r[0]:.1f} s ({r[1] / r[0]:.1f} new tok/s)" for k, r in runs.items())
         print(f"{name} round ({count} x ~{length} tokens, n={n}, up to {new} new): {line}")
         # the arms sample different tokens (new prompts, other draws), so compare the two parts of a round
         parts = {}
-        for k in ("before", "now", "bf16 prefill"):
+        for k in ("before", "now", "bf16 prefill", "bf16 prefill+decode"):
             g = runs[k][2]
             parts[k] = (g.prefill_tokens / g.prefill_seconds, g.decode_seconds / max(g.decode_steps, 1))
             print(f"  {k}: prefill {g.prefill_seconds:.1f} s ({parts[k][0]:.0f} tok/s), decode {g.decode_seconds:.1f} s"
                   f" over {g.decode_steps} steps ({parts[k][1] * 1e3:.0f} ms a step, sampling included)")  # fmt: skip
         ref = runs["before"][2]
-        for k in ("now", "bf16 prefill"):
+        for k in ("now", "bf16 prefill", "bf16 prefill+decode"):
             pre, dec = parts[k][0] / parts["before"][0], parts["before"][1] / parts[k][1]
             both = (ref.prefill_seconds + ref.decode_seconds) / (
                 ref.prefill_tokens / parts[k][0] + ref.decode_steps * parts[k][1]
@@ -176,6 +179,13 @@ def main() -> None:
         f"decode step, 12 rows (sampling included): {step * 1e3:.0f} ms vs one pass over every weight "
         f"{floor * 1e3:.0f} ms: {step / floor:.1f}x the streaming bound   (target <= 2x)"
     )
+    gen = TransformersGenerator(model, tok, token_budget=24576, decode_dtype=torch.bfloat16)
+    gen.generate(texts[:1], short)
+    gen.decode_seconds, gen.decode_steps = 0.0, 0
+    gen.generate(texts, long)
+    step16 = gen.decode_seconds / max(gen.decode_steps, 1)
+    print(f"decode step, engine.decode_dtype=bfloat16: {step16 * 1e3:.0f} ms = {step / step16:.2f}x fp32's, "
+          f"{step16 / floor:.1f}x the streaming bound")  # fmt: skip
     limit = gemm_rate(model)
     rate = prefill_rate(model, ids)
     allowed = limit / forward_flops_per_token(model, 320, head=False)

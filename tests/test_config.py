@@ -144,6 +144,9 @@ def test_the_prefill_dtype_reaches_the_policy_and_is_refused_for_vllm():
     assert PolicySpec.from_config(load_config(None, ["engine.prefill_dtype=bfloat16"])).prefill_dtype == "bfloat16"
     with pytest.raises(ConfigError, match="prefill_dtype applies to the transformers backend"):
         load_config(None, ["engine.backend=vllm", "engine.prefill_dtype=bfloat16"])
+    assert PolicySpec.from_config(load_config(None, ["engine.decode_dtype=bfloat16"])).decode_dtype == "bfloat16"
+    with pytest.raises(ConfigError, match="decode_dtype applies to the transformers backend"):
+        load_config(None, ["engine.backend=vllm", "engine.decode_dtype=bfloat16"])
 
 
 @pytest.mark.parametrize(

@@ -296,6 +296,55 @@ def test_the_bf16_prefill_copy_is_the_model_in_bf16_follows_the_learner_and_hand
     assert TransformersGenerator(model, tok, prefill_dtype=torch.float32).prefill_copy is None  # no copy needed
 
 
+def test_bf16_decode_linears_share_the_rest_follow_the_learner_and_run_every_decode_step(tiny_model_dir):
+    """engine.decode_dtype=bfloat16 (issue 26): the copy's Linear weights are the model's cast to bf16 (re-cast
+    after an in-place learner step), every other tensor is the model's own (no second fp32 copy), its logits
+    are the model's with each Linear computed in bf16 (and not the fp32 logits), the model prefills and the
+    copy takes every decode step."""
+    import torch.nn.functional as F
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    gen = TransformersGenerator(model, tok, token_budget=2048, decode_dtype=torch.bfloat16)
+    assert TransformersGenerator(model, tok, decode_dtype=torch.float32).decode_copy is None  # no copy needed
+    master = {k: v.clone() for k, v in model.state_dict().items()}
+    gen.decode_copy.fresh()  # built first: a deep copy carries the model's hooks, as it carries its modules
+    calls = {"model": 0, "copy": 0}
+    model.register_forward_pre_hook(lambda *_: calls.__setitem__("model", calls["model"] + 1))
+    out = gen.generate(PROMPTS, SamplingParams(n=2, temperature=1.0, top_p=0.9, max_new_tokens=6, seed=3))
+    assert all(len(c.token_ids) for row in out for c in row) and gen.decode_steps > 0
+    assert calls["model"] == 1  # one batch: the prefill alone ran on the model
+    assert all(v.dtype == torch.float32 and torch.equal(v, master[k]) for k, v in model.state_dict().items())
+    net = gen.decode_copy.fresh()
+    net.register_forward_pre_hook(lambda *_: calls.__setitem__("copy", calls["copy"] + 1))
+    before = gen.decode_steps
+    gen.generate(PROMPTS[:1], SamplingParams(n=1, temperature=0, max_new_tokens=5))
+    assert calls["copy"] == gen.decode_steps - before > 0 and calls["model"] == 2
+    with torch.no_grad():  # a learner step, in place
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    net = gen.decode_copy.fresh()
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    casts = dict(net.named_modules())
+    assert linears and all(torch.equal(casts[n].weight16, m.weight.to(torch.bfloat16)) for n, m in linears.items())
+    ptrs = {p.data_ptr() for p in model.parameters()}
+    assert {p.data_ptr() for p in net.parameters()} <= ptrs  # norms, embeddings: the model's own tensors
+    ids = torch.tensor([render_prompt(tok, PROMPTS[0])])
+    with torch.inference_mode():
+        got, fp32 = net(input_ids=ids).logits, model(input_ids=ids).logits
+        saved = {n: m.forward for n, m in linears.items()}
+        try:
+            for m in linears.values():
+                m.forward = lambda x, m=m: F.linear(
+                    x.bfloat16(), m.weight.bfloat16(), None if m.bias is None else m.bias.bfloat16()
+                ).float()
+            want = model(input_ids=ids).logits
+        finally:
+            for n, m in linears.items():
+                m.forward = saved[n]
+    assert torch.allclose(got, want, atol=1e-5) and not torch.allclose(got, fp32, atol=1e-4)
+
+
 def test_a_peaked_model_samples_through_the_nucleus_path_reproducibly(tiny_model_dir, monkeypatch):
     """Issue 26: the tiny model's logits are flat (its rows take the full draw); scaled up, they are peaked like
     a trained model's, the generator's rows take the nucleus draw, and a seed gives the same tokens twice."""

@@ -203,6 +203,7 @@ class Policy:
             self.dtype,
             share_prefill=self.spec.learner.shared_prefix,
             prefill_dtype=None if self.spec.prefill_dtype == "model" else getattr(torch, self.spec.prefill_dtype),
+            decode_dtype=None if self.spec.decode_dtype == "model" else getattr(torch, self.spec.decode_dtype),
         )
 
     def _make_scripted(self) -> Any:

@@ -23,6 +23,7 @@ class PolicySpec:
     lora_alpha: float = 32.0
     generation_token_budget: int = 16384
     prefill_dtype: str = "model"  # engine.prefill_dtype: "model" or a torch dtype name (transformers backend)
+    decode_dtype: str = "model"  # engine.decode_dtype: the decode steps' Linear matmuls (transformers backend)
     max_context: int | None = None
     learner: LearnerSettings = field(default_factory=LearnerSettings)
     cache_dir: str = ""
@@ -67,6 +68,7 @@ class PolicySpec:
             lora_alpha=cfg.model.lora_alpha,
             generation_token_budget=cfg.engine.generation_token_budget,
             prefill_dtype=cfg.engine.prefill_dtype,
+            decode_dtype=cfg.engine.decode_dtype,
             max_context=cfg.engine.max_model_len or run_max_context(cfg),
             learner=LearnerSettings(
                 lr=o.lr,

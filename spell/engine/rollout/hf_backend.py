@@ -10,6 +10,8 @@ Finished rows leave the batch, so a long straggler decodes alone.
 With `prefill_dtype=bfloat16` the prompts' forward pass runs on a bf16 copy of the weights, refreshed from the
 learner's at every call (`RolloutCopy`), at the CPU's bf16 GEMM rate; the cache is cast back and decoding runs
 on the model (bf16 decoding measured slower on this CPU). Tokens differ from fp32 prefill's.
+With `decode_dtype=bfloat16` the decode steps' Linear matmuls run on bf16 weights, the rest in the model's dtype
+(`LinearCopy`, refreshed per call like the prefill copy). Tokens differ from fp32 decoding's.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from spell.engine.rollout.interface import (
     row_seed,
 )
 from spell.engine.rollout.kv_cache import cast_cache, preallocated_cache
+from spell.engine.rollout.linear_copy import LinearCopy
 
 NUCLEUS_CANDIDATES = 256  # top-p looks at this many of the most likely tokens first (a partial sort)
 FAST_NUCLEUS = True  # False: every sample draws over the whole vocabulary (the sampler before; benches)
@@ -134,6 +137,7 @@ class TransformersGenerator:
         share_prefill: bool = True,
         preallocate: bool = True,
         prefill_dtype: torch.dtype | None = None,
+        decode_dtype: torch.dtype | None = None,
     ):
         self.model, self.tokenizer, self.token_budget = model, tokenizer, token_budget
         self.share_prefill = share_prefill  # False: each sample prefills its own copy (the layout before; benches)
@@ -143,6 +147,8 @@ class TransformersGenerator:
         master = next(model.parameters()).dtype
         # engine.prefill_dtype: a bf16 copy prefills (refreshed per call); None or the model's own: the model
         self.prefill_copy = RolloutCopy(model, prefill_dtype) if prefill_dtype not in (None, master) else None
+        # engine.decode_dtype: decode steps' Linear matmuls on a bf16 copy of those weights (refreshed per call)
+        self.decode_copy = LinearCopy(model, decode_dtype) if decode_dtype not in (None, master) else None
         cfg_ctx = getattr(model.config, "max_position_embeddings", None)
         limit = int(cfg_ctx or 1 << 30)
         self.max_context = min(int(max_context), limit) if max_context else limit
@@ -187,11 +193,12 @@ class TransformersGenerator:
         was_training = self.model.training
         self.model.eval()
         prefill_net = self.model if self.prefill_copy is None else self.prefill_copy.fresh().eval()
+        decode_net = self.model if self.decode_copy is None else self.decode_copy.fresh().eval()
         try:
             with self._autocast():
                 for batch in batches:
                     pis = [todo[i] for i in batch]
-                    rows = self._generate_batch(prefill_net, [rendered[pi] for pi in pis], pis, params)
+                    rows = self._generate_batch(prefill_net, decode_net, [rendered[pi] for pi in pis], pis, params)
                     for pi, comps in zip(pis, rows, strict=True):
                         results[pi] = comps
                     if progress is not None:
@@ -232,7 +239,12 @@ class TransformersGenerator:
         return torch.cat(picks)
 
     def _generate_batch(
-        self, prefill_net: Any, batch_ids: list[list[int]], prompt_indices: list[int], params: SamplingParams
+        self,
+        prefill_net: Any,
+        decode_net: Any,
+        batch_ids: list[list[int]],
+        prompt_indices: list[int],
+        params: SamplingParams,
     ) -> list[list[Completion]]:
         """Prefill the unique prompts once (left-padded), expand the cache to n rows each, then decode."""
         dev, n = self.device, params.n
@@ -289,7 +301,7 @@ class TransformersGenerator:
             attn = torch.cat([attn, attn.new_ones((len(alive), 1))], dim=1)
             last = last + 1
             kw = {self._cache_kw: cache}
-            out = self.model(input_ids=nxt[:, None], attention_mask=attn, position_ids=last[:, None], use_cache=True,
+            out = decode_net(input_ids=nxt[:, None], attention_mask=attn, position_ids=last[:, None], use_cache=True,
                              **kw)  # fmt: skip
             logits = out.logits[:, -1, :]
             self.decode_steps += 1
