@@ -51,7 +51,7 @@ class EngineConfig(_Section):
         "Dtype of the Linear layers' matmuls in the transformers backend's decode steps. 'model': the policy's "
         "own. 'bfloat16': a bf16 copy of the Linear weights (half their fp32 size), re-cast from the learner's "
         "at every generate call; norms, attention and the KV cache stay in the model's dtype. On this "
-        "AVX512-BF16 CPU a 12-row decode step of the default model ran 1.4x faster (issue 26's probe); tokens "
+        "AVX512-BF16 CPU a 12-row decode step of the default model ran 1.5x faster (bench/generation.py); tokens "
         "differ from fp32's. Not in the paper: a CPU speed switch (issue 26). vLLM: model.dtype.",
     )
     train_token_budget: int = _field(8192, "Tokens per learner micro-batch (padding included).", ge=1)
