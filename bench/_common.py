@@ -36,6 +36,18 @@ def timed(fn, repeats: int = 3) -> tuple[float, object]:
     return best, out
 
 
+def weight_pass_seconds(model) -> float:
+    """One read of every weight tensor: the floor under a decode step, which must stream them all."""
+    params = list(model.parameters())
+
+    def run():
+        for p in params:
+            p.sum()
+
+    t, _ = timed(run, repeats=3)
+    return t
+
+
 def default_model(cache_dir: str = "runs/.models") -> str:
     """The model the default preset runs (SmolLM2-135M-Instruct, prepared once from its PyPI package)."""
     from spell.engine.models.packaged import prepare

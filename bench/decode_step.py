@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import bench_model, word_prompts
+from _common import bench_model, weight_pass_seconds, word_prompts
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from spell.engine.rollout.kv_cache import preallocated_cache
+from spell.engine.rollout.linear_copy import LinearCopy
 
 toy = "--toy" in sys.argv
 path = bench_model(toy)
@@ -67,12 +68,7 @@ def report(name, net, ref=None):
 
 
 base_s, base_toks = report("base fp32", model)
-params = list(model.parameters())
-t0 = time.perf_counter()
-for _ in range(3):
-    for p in params:
-        p.sum()
-print(f"weight pass {1000 * (time.perf_counter() - t0) / 3:.1f} ms", flush=True)
+print(f"weight pass {1000 * weight_pass_seconds(model):.1f} ms", flush=True)
 
 # profile of the base step
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
@@ -99,25 +95,7 @@ for name, ws, cast in (("fp32", ws32, False), ("bf16", ws16, True)):
     print(f"all linears at M={ROWS}, {name}: {1000 * dt:.1f} ms ({fl / dt / 1e9:.0f} GFLOP/s)", flush=True)
 
 
-class Bf16Linear(torch.nn.Module):
-    def __init__(self, lin):
-        super().__init__()
-        self.w = lin.weight.detach().bfloat16()
-        self.b = None if lin.bias is None else lin.bias.detach().bfloat16()
-
-    def forward(self, x):
-        return F.linear(x.bfloat16(), self.w, self.b).float()
-
-
-def swap_linears(net, make):
-    for m in list(net.modules()):
-        for cn, child in list(m.named_children()):
-            if isinstance(child, torch.nn.Linear):
-                setattr(m, cn, make(child))
-    return net
-
-
-m16 = swap_linears(copy.deepcopy(model), Bf16Linear)
+m16 = LinearCopy(model, torch.bfloat16).fresh()  # engine.decode_dtype=bfloat16's decode module
 report("bf16 linears, fp32 rest", m16, base_toks)
 del m16
 

@@ -20,7 +20,16 @@ import argparse
 import time
 
 import torch
-from _common import bench_model, describe, forward_flops_per_token, gemm_rate, machine, timed, word_prompts
+from _common import (
+    bench_model,
+    describe,
+    forward_flops_per_token,
+    gemm_rate,
+    machine,
+    timed,
+    weight_pass_seconds,
+    word_prompts,
+)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from spell.engine.rollout import hf_backend
@@ -48,18 +57,6 @@ def prefill_rate(model, prompts: list[list[int]]) -> float:
 
     t, _ = timed(run, repeats=1)
     return sum(map(len, prompts)) / t
-
-
-def weight_pass_seconds(model) -> float:
-    """One read of every weight tensor: the floor under a decode step, which must stream them all."""
-    params = list(model.parameters())
-
-    def run():
-        for p in params:
-            p.sum()
-
-    t, _ = timed(run, repeats=3)
-    return t
 
 
 def spell_round(
@@ -119,6 +116,14 @@ def vllm_round(path: str, prompts: list[str], params: SamplingParams) -> str:
     return f"vLLM {wall:.1f} s ({new / wall:.1f} new tok/s)"
 
 
+def decode_step_seconds(gen: TransformersGenerator, texts: list[str]) -> float:
+    """Mean decode step (sampling included) of 33 steps over `texts`, after a warm-up call."""
+    gen.generate(texts[:1], SamplingParams(n=1, temperature=1.0, top_p=0.95, max_new_tokens=2, seed=0))
+    gen.decode_seconds, gen.decode_steps = 0.0, 0
+    gen.generate(texts, SamplingParams(n=1, temperature=1.0, top_p=0.95, max_new_tokens=34, seed=0))
+    return gen.decode_seconds / max(gen.decode_steps, 1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--toy", action="store_true", help="random 2.6M Qwen2 instead of SmolLM2-135M")
@@ -167,23 +172,15 @@ def main() -> None:
     # the decode step against streaming every weight once, the prefill against the GEMM rate
     ids = word_prompts(tok, 12, 640, seed=seed + 1)
     texts = [tok.decode(x) for x in ids]
-    short = SamplingParams(n=1, temperature=1.0, top_p=0.95, max_new_tokens=2, seed=0)
-    long = SamplingParams(n=1, temperature=1.0, top_p=0.95, max_new_tokens=34, seed=0)
     floor = weight_pass_seconds(model)
-    gen = TransformersGenerator(model, tok, token_budget=24576)
-    gen.generate(texts[:1], short)
-    gen.decode_seconds, gen.decode_steps = 0.0, 0
-    gen.generate(texts, long)
-    step = gen.decode_seconds / max(gen.decode_steps, 1)
+    step = decode_step_seconds(TransformersGenerator(model, tok, token_budget=24576), texts)
     print(
         f"decode step, 12 rows (sampling included): {step * 1e3:.0f} ms vs one pass over every weight "
         f"{floor * 1e3:.0f} ms: {step / floor:.1f}x the streaming bound   (target <= 2x)"
     )
-    gen = TransformersGenerator(model, tok, token_budget=24576, decode_dtype=torch.bfloat16)
-    gen.generate(texts[:1], short)
-    gen.decode_seconds, gen.decode_steps = 0.0, 0
-    gen.generate(texts, long)
-    step16 = gen.decode_seconds / max(gen.decode_steps, 1)
+    step16 = decode_step_seconds(
+        TransformersGenerator(model, tok, token_budget=24576, decode_dtype=torch.bfloat16), texts
+    )
     print(f"decode step, engine.decode_dtype=bfloat16: {step16 * 1e3:.0f} ms = {step / step16:.2f}x fp32's, "
           f"{step16 / floor:.1f}x the streaming bound")  # fmt: skip
     limit = gemm_rate(model)

@@ -170,16 +170,12 @@ class EngineConfig(_Section):
                 "gpus_per_rank must be 0 (CPU ranks) or a whole number of GPUs: Ray could place two fractional "
                 "ranks on one GPU"
             )
-        if self.prefill_dtype != "model" and self.backend == "vllm":
-            raise ValueError(
-                "engine.prefill_dtype applies to the transformers backend; vLLM generates in model.dtype: set "
-                "model.dtype=bfloat16 or engine.prefill_dtype=model"
-            )
-        if self.decode_dtype != "model" and self.backend == "vllm":
-            raise ValueError(
-                "engine.decode_dtype applies to the transformers backend; vLLM generates in model.dtype: set "
-                "model.dtype=bfloat16 or engine.decode_dtype=model"
-            )
+        for key in ("prefill_dtype", "decode_dtype"):
+            if getattr(self, key) != "model" and self.backend == "vllm":
+                raise ValueError(
+                    f"engine.{key} applies to the transformers backend; vLLM generates in model.dtype: set "
+                    f"model.dtype=bfloat16 or engine.{key}=model"
+                )
         if self.tensor_parallel > 1 and self.backend != "vllm":
             raise ValueError("tensor_parallel > 1 needs backend: vllm")
         replicas_in_bundles = self.learner_ranks > 1 and self.rollout_replicas > 1 and self.backend == "vllm"

@@ -39,6 +39,11 @@ from spell.engine.sync.broadcast import ReplicaEndpoint, SyncStats
 log = logging.getLogger(__name__)
 
 
+def _dtype_or_none(name: str) -> torch.dtype | None:
+    """engine.prefill_dtype / engine.decode_dtype: 'model' (None: the model's own) or a torch dtype's name."""
+    return None if name == "model" else getattr(torch, name)
+
+
 def pin_weights(model: torch.nn.Module) -> None:
     """Move a host-memory model's tensors into page-locked memory, in place (GPU copies to and from it run
     as DMA; at 7B pageable copies cost the sync about 45 GB of staging a step)."""
@@ -202,8 +207,8 @@ class Policy:
             self.spec.max_context,
             self.dtype,
             share_prefill=self.spec.learner.shared_prefix,
-            prefill_dtype=None if self.spec.prefill_dtype == "model" else getattr(torch, self.spec.prefill_dtype),
-            decode_dtype=None if self.spec.decode_dtype == "model" else getattr(torch, self.spec.decode_dtype),
+            prefill_dtype=_dtype_or_none(self.spec.prefill_dtype),
+            decode_dtype=_dtype_or_none(self.spec.decode_dtype),
         )
 
     def _make_scripted(self) -> Any:
