@@ -6,10 +6,11 @@
 The batch is shaped like a default-preset step: 2 responder groups of G answers over ~650-token prompts,
 questioner rows with their own prompts, one verifier group of votes over one prompt. Prints, measured in
 one run: the machine's fp32 GEMM rate on the model's layer shapes; then per layout (padded rows, packed
-rows, shared-prefix rows): prompt tokens computed per unique prompt token, step wall time, trained
-tokens/s and its share of what the GEMM rate allows (forward + backward = 3x forward FLOPs of the tokens
-computed); the gradient of the shared layout against the padded one; bare forward+backward on the
-padded micro-batches (spell's own overhead).
+rows, shared-prefix rows, and those with the head chunked, engine.logprob_chunk_tokens): prompt tokens
+computed per unique prompt token, step wall time, trained tokens/s and its share of what the GEMM rate
+allows (forward + backward = 3x forward FLOPs of the tokens computed); each layout's gradient against the
+padded one; the chunked head against the whole one, alternated; bare forward+backward on the padded
+micro-batches (spell's own overhead); where the shared step's time goes.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=650)
     ap.add_argument("--votes", type=int, default=3)
     ap.add_argument("--budget", type=int, default=4096, help="engine.train_token_budget of the default preset")
+    ap.add_argument("--chunk", type=int, default=128, help="engine.logprob_chunk_tokens of the chunked-head arm")
     args = ap.parse_args()
     path = bench_model(args.toy)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
@@ -71,6 +73,7 @@ def main() -> None:
         "padded": LearnerSettings(token_budget=args.budget, lr=0.0, shared_prefix=False),
         "packed": LearnerSettings(token_budget=args.budget, lr=0.0, packing=True, shared_prefix=False),
         "shared": LearnerSettings(token_budget=args.budget, lr=0.0, shared_prefix=True),
+        "chunked": LearnerSettings(token_budget=args.budget, lr=0.0, shared_prefix=True, logprob_chunk=args.chunk),
     }
     walls, grad = {}, {}
     for name, settings in layouts.items():
@@ -92,10 +95,18 @@ def main() -> None:
         )
         grad[name] = grads(model, learner, seqs)
     ref = grad["padded"]
-    for name in ("packed", "shared"):
+    for name in ("packed", "shared", "chunked"):
         rel = (grad[name] - ref).norm() / ref.norm()
         print(f"gradient {name} vs padded: relative L2 difference {rel:.2e}")
     print(f"speed-up shared vs padded: {walls['padded'] / walls['shared']:.2f}x   (target >= 1.8x)")
+    # one timed step per arm swings by 25% on this box: the head chunked vs whole, alternated, best of 2 each
+    pair = {"shared": [], "chunked": []}
+    for _ in range(2):
+        for name in pair:
+            pair[name].append(timed(lambda n=name: Learner(model, layouts[n]).train_step(seqs), repeats=1)[0])
+    best = {name: min(ts) for name, ts in pair.items()}
+    print(f"shared with the head chunked ({args.chunk} tokens) vs whole, alternated, best of 2: "
+          f"{best['chunked']:.1f}s vs {best['shared']:.1f}s, {best['shared'] / best['chunked']:.2f}x")  # fmt: skip
 
     learner = Learner(model, layouts["padded"])
     mbs = [padded_batch([seqs[i] for i in mb], 0) for mb in learner.micro_batches(seqs)]

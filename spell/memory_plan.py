@@ -21,6 +21,7 @@ NCCL_BUFFERS_GIB = 0.5  # per learner rank
 VLLM_ASLEEP_GIB = 2.0  # what a level-2-asleep vLLM engine keeps (CUDA graph pools, buffers): not yet measured
 LEARNER_RESIDUE = 0.05  # share of a rank's step transients still reserved after empty_cache (fragmentation)
 LOGIT_BYTES_FP32, LOGIT_BYTES_BF16 = 12, 20  # per kept logit: see ASSUMPTIONS
+CHUNK_LOGIT_BYTES_FP32, CHUNK_LOGIT_BYTES_BF16 = 8, 10  # per logit of one chunk (engine.logprob_chunk_tokens)
 VLLM_ACTIVATION_GIB = 1.5  # vLLM's own profiled activation peak, outside the KV cache
 HEADROOM = 0.95  # the share of a GPU's memory a plan may fill: the caching allocator fragments the rest
 SHORT_PROMPT = 1024  # a verifier/grounding prompt: the densest response share of any training row
@@ -33,7 +34,10 @@ ASSUMPTIONS = (
     "memory-efficient (flash-attn or SDPA's kernels), no T x T score matrix",
     f"logits for the response tokens of a micro-batch only (logits_to_keep): train_token_budget x "
     f"max_new/(max_new+{SHORT_PROMPT}) x vocab x {LOGIT_BYTES_BF16} B in bf16 (bf16 logits, fp32 copy, fp32 "
-    f"log-softmax kept for backward, its fp32 gradient, the bf16 gradient) or {LOGIT_BYTES_FP32} B in fp32",
+    f"log-softmax kept for backward, its fp32 gradient, the bf16 gradient) or {LOGIT_BYTES_FP32} B in fp32; "
+    f"with engine.logprob_chunk_tokens only one chunk's: chunk x vocab x {CHUNK_LOGIT_BYTES_BF16} B in bf16 (bf16 "
+    f"logits, their fp32 copy, logsumexp's fp32 temporary) or {CHUNK_LOGIT_BYTES_FP32} B in fp32, plus in bf16 "
+    "vocab x hidden x 6 B where the head trains (a chunk's bf16 head-gradient product, the fp32 accumulator)",
     "a micro-batch holds max(train_token_budget, the longest training row = responder.max_prompt_tokens + "
     "rollout.max_new_tokens) tokens: a longer row gets a row of its own",
     "shared-prefix and packed rows carry a dense T x T additive mask in the compute dtype (SDPA without "
@@ -168,9 +172,16 @@ def activation_bytes(shape: ModelShape, tokens: int, checkpointing: bool, comput
     return tokens * shape.layers * per_layer * compute_bytes
 
 
-def logits_bytes(shape: ModelShape, kept: float, compute_bytes: int = 4) -> float:
-    """Logits of the `kept` response tokens and what the log-softmax backward holds (ASSUMPTIONS)."""
-    return kept * shape.vocab * (LOGIT_BYTES_FP32 if compute_bytes == 4 else LOGIT_BYTES_BF16)
+def logits_bytes(
+    shape: ModelShape, kept: float, compute_bytes: int = 4, chunk: int = 0, head_grad: bool = True
+) -> float:
+    """Logits of the `kept` response tokens and what the log-softmax backward holds (ASSUMPTIONS); with a
+    chunked head, one chunk's logits and (a trained head: not under LoRA) the head gradient's accumulator."""
+    if chunk <= 0:
+        return kept * shape.vocab * (LOGIT_BYTES_FP32 if compute_bytes == 4 else LOGIT_BYTES_BF16)
+    if compute_bytes == 4:
+        return min(kept, chunk) * shape.vocab * CHUNK_LOGIT_BYTES_FP32
+    return min(kept, chunk) * shape.vocab * CHUNK_LOGIT_BYTES_BF16 + head_grad * shape.vocab * shape.hidden * 6
 
 
 def micro_batch_tokens(cfg: Any) -> int:
@@ -185,7 +196,8 @@ def _learner_step(cfg: Any, shape: ModelShape, compute_bytes: int) -> tuple[floa
     mask = tokens * tokens * compute_bytes if cfg.engine.shared_prefix or cfg.engine.packing else 0.0
     # the densest response share is a budget of short-prompt rows; a longest row keeps only its answer
     kept = max(cfg.engine.train_token_budget * new / (new + SHORT_PROMPT), min(new, tokens))
-    return act, logits_bytes(shape, kept, compute_bytes), mask
+    chunk, head_grad = cfg.engine.logprob_chunk_tokens, cfg.model.lora_rank == 0
+    return act, logits_bytes(shape, kept, compute_bytes, chunk, head_grad), mask
 
 
 def _lora_params(cfg: Any, shape: ModelShape) -> int:
@@ -302,7 +314,7 @@ def _check(plan: MemoryPlan, cfg: Any, shape: ModelShape, context: int, engine_b
 
 def _advice(item: str) -> str:
     return {
-        "logits (response tokens)": "lower engine.train_token_budget",
+        "logits (response tokens)": "set engine.logprob_chunk_tokens (e.g. 4096) or lower engine.train_token_budget",
         "activations (one micro-batch)": "set model.gradient_checkpointing or lower engine.train_token_budget",
         "vLLM engine (weights + KV cache)": "lower engine.gpu_memory_utilization",
         "weights + AdamW state (sharded)": "raise engine.learner_ranks or set engine.cpu_offload",

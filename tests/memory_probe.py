@@ -1,6 +1,8 @@
 """Measured host memory of one learner step, for tests/test_memory_plan.py (run in a fresh process).
 
-    MALLOC_MMAP_THRESHOLD_=65536 python tests/memory_probe.py MODEL:PROMPT:RESPONSE:SEQUENCES[:checkpointing] ...
+    MALLOC_MMAP_THRESHOLD_=65536 python tests/memory_probe.py MODEL:PROMPT:RESPONSE:SEQUENCES[:flags] ...
+
+flags: `checkpointing`, `chunkN` (engine.logprob_chunk_tokens=N).
 
 One process for every probe (torch is imported once). Prints a JSON line per probe: the step's peak
 resident memory above the loaded model (sampled every millisecond; with the
@@ -22,7 +24,7 @@ def rss() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def probe(path: str, prompt: int, resp: int, n: int, ckpt: bool) -> dict[str, float]:
+def probe(path: str, prompt: int, resp: int, n: int, ckpt: bool, chunk: int = 0) -> dict[str, float]:
     """One learner step on a freshly loaded model; memory measured from just before the step."""
     import gc
 
@@ -48,7 +50,7 @@ def probe(path: str, prompt: int, resp: int, n: int, ckpt: bool) -> dict[str, fl
     ]
     tokens = n * (prompt + resp)
     learner = Learner(
-        model, LearnerSettings(lr=1e-6, token_budget=tokens, shared_prefix=False), pad_id=0
+        model, LearnerSettings(lr=1e-6, token_budget=tokens, shared_prefix=False, logprob_chunk=chunk), pad_id=0
     )  # padded rows
     base, peak, done = rss(), [0], threading.Event()
 
@@ -68,7 +70,7 @@ def probe(path: str, prompt: int, resp: int, n: int, ckpt: bool) -> dict[str, fl
         "planned_params": shape.params,
         "step_peak": peak[0] - base,
         "planned_step_peak": shape.params * 8 + shape.params * 4
-        + activation_bytes(shape, tokens, ckpt, 4) + logits_bytes(shape, n * resp),
+        + activation_bytes(shape, tokens, ckpt, 4) + logits_bytes(shape, n * resp, 4, chunk),
     }  # fmt: skip
     del learner, model
     gc.collect()  # the next probe's baseline starts without this one's memory
@@ -81,7 +83,8 @@ def main() -> None:
     torch.set_num_threads(2)
     for spec in sys.argv[1:]:
         path, prompt, resp, n, *flags = spec.split(":")
-        print(json.dumps(probe(path, int(prompt), int(resp), int(n), "checkpointing" in flags)))
+        chunk = next((int(f[5:]) for f in flags if f.startswith("chunk")), 0)
+        print(json.dumps(probe(path, int(prompt), int(resp), int(n), "checkpointing" in flags, chunk)))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The sharded learner on CPU: FSDP2 over 2 Ray actors with the gloo backend takes the same step as one
 process on the whole batch; a sharded checkpoint exports to a Hugging Face folder with the same weights."""
 
+import dataclasses
 import random
 
 import pytest
@@ -131,8 +132,11 @@ def test_two_gloo_ranks_match_one_process_and_export_round_trips(ray_local, tiny
     torch.manual_seed(0)
     ref = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
     single = Learner(ref, settings, pad_id=int(ref.config.pad_token_id or 0))
+    # the ranks take the head in 7-token chunks (engine.logprob_chunk_tokens) inside FSDP2's forward: the
+    # same step as one process with the whole head
+    chunked = dataclasses.replace(settings, logprob_chunk=7)
     group = LearnerGroup(
-        tiny_model_dir, settings, ShardingSettings(world_size=2, mixed_precision="fp32"), gpus_per_rank=0
+        tiny_model_dir, chunked, ShardingSettings(world_size=2, mixed_precision="fp32"), gpus_per_rank=0
     )
     try:
         assert [i["backend"] for i in group.info] == ["gloo", "gloo"]
@@ -176,7 +180,7 @@ def test_ulysses_sequence_parallel_matches_one_process(ray_local, tiny_model_dir
     ref = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
     single = Learner(ref, settings, pad_id=int(ref.config.pad_token_id or 0))
     sharding = ShardingSettings(world_size=2, mixed_precision="fp32", sequence_parallel=2)
-    group = LearnerGroup(tiny_model_dir, settings, sharding, gpus_per_rank=0)
+    group = LearnerGroup(tiny_model_dir, dataclasses.replace(settings, logprob_chunk=3), sharding, gpus_per_rank=0)
     try:
         _assert_same_sharded_steps(group, single, settings, (10, 11))
     finally:

@@ -82,6 +82,14 @@ class EngineConfig(_Section):
         "the same loss and gradients as separate rows. A dense SDPA mask (CPU), flex_attention's block mask "
         "where the model uses it; off with flash-attn's varlen kernel and with sequence_parallel > 1.",
     )
+    logprob_chunk_tokens: int = _field(
+        0,
+        "The GRPO step's output head and log-softmax this many response tokens at a time, recomputing each chunk "
+        "in the backward (spell.engine.learner.chunked_head), so the [tokens, vocab] logits never exist at once: "
+        "the largest term of a long-context step (`spell plan`). Same loss and gradients; one more head matmul "
+        "per token. 0: the whole micro-batch at once. Not in the paper (a memory layout).",
+        ge=0,
+    )
     packing: bool = _field(
         False,
         "Pack training sequences into rows without padding (variable-length attention: flash-attn when "

@@ -82,6 +82,7 @@ class PolicySpec:
                 packing=cfg.engine.packing,
                 temperature=cfg.rollout.temperature,
                 shared_prefix=cfg.engine.shared_prefix and cfg.engine.sequence_parallel == 1,
+                logprob_chunk=cfg.engine.logprob_chunk_tokens,
             ),
             cache_dir=str(Path(cfg.run.runs_dir) / ".models"),
             scripted_roles=tuple(cfg.engine.scripted_roles),

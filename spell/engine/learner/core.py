@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
+from spell.engine.learner.chunked_head import logprob_head
 from spell.engine.learner.layouts import PACKED, PADDED, SHARED, micro_batches, padded_batch, row_batch
-from spell.loss import LossStats, policy_loss, sequence_logprobs, token_logprobs
+from spell.loss import LossStats, policy_loss, token_logprobs
 
 
 @dataclass
@@ -58,6 +59,8 @@ class LearnerSettings:
     # the answers of one prompt over one copy of it (spell.engine.learner.shared_prefix); engine.shared_prefix's
     # default, so a Policy built in code (a bench, a user's script) takes the layout a run takes
     shared_prefix: bool = True
+    # engine.logprob_chunk_tokens: the head and log-softmax this many kept tokens at a time (0: all at once)
+    logprob_chunk: int = 0
 
 
 class Learner:
@@ -130,16 +133,26 @@ class Learner:
             return self._packed_logprobs(model, b)
         dev = self.device
         resp = int(b["resp"])
-        with self.compute():
-            out = model(
-                input_ids=b["ids"].to(dev),
-                attention_mask=b["attn"].to(dev),
-                position_ids=b["positions"].to(dev),
-                logits_to_keep=resp + 1,
-                use_cache=False,
-            )
         ids_tail = b["ids"][:, -(resp + 1) :].to(dev)
-        return sequence_logprobs(out.logits, ids_tail, self.temperature)
+        targets = torch.cat([ids_tail[:, 1:], ids_tail[:, -1:]], 1)  # the last kept position predicts nothing
+        lp = self._target_logprobs(
+            model,
+            targets,
+            input_ids=b["ids"].to(dev),
+            attention_mask=b["attn"].to(dev),
+            position_ids=b["positions"].to(dev),
+            logits_to_keep=resp + 1,
+        )
+        return lp[:, :-1]
+
+    def _target_logprobs(self, model: torch.nn.Module, targets: torch.Tensor, **inputs: Any) -> torch.Tensor:
+        """log p(targets) at the kept positions: from the whole head's logits, or a chunk of tokens at a time
+        (engine.logprob_chunk_tokens, spell.engine.learner.chunked_head) so the logits never exist at once."""
+        chunk = self.settings.logprob_chunk
+        head = logprob_head(model, targets, self.temperature, chunk) if chunk > 0 else contextlib.nullcontext()
+        with self.compute(), head:
+            out = model(**inputs, use_cache=False)
+        return out.logits if chunk > 0 else token_logprobs(out.logits, targets, self.temperature)
 
     def _packed_logprobs(self, model: torch.nn.Module, b: dict[str, Any]) -> torch.Tensor:
         row, dev = b["packed"], self.device
@@ -151,16 +164,15 @@ class Learner:
             mask = device_mask(*mask, self._attn_impl, dev, dtype)
         elif mask is not None:
             mask = mask.to(dev)
-        with self.compute():
-            out = model(
-                input_ids=row["input_ids"].to(dev),
-                position_ids=row["position_ids"].to(dev),
-                attention_mask=mask,
-                logits_to_keep=row["keep"].to(dev),
-                use_cache=False,
-            )
-        # [K, V]: only positions that predict a response token
-        flat = token_logprobs(out.logits[0], row["targets"].to(dev), self.temperature)
+        # [K]: only positions that predict a response token
+        flat = self._target_logprobs(
+            model,
+            row["targets"].to(dev)[None],
+            input_ids=row["input_ids"].to(dev),
+            position_ids=row["position_ids"].to(dev),
+            attention_mask=mask,
+            logits_to_keep=row["keep"].to(dev),
+        )[0]
         resp = int(b["resp"])
         lengths = b["target_mask"].sum(1).long().to(dev)
         owner, col = row["owner"].to(dev), row["col"].to(dev)
@@ -267,9 +279,9 @@ class Learner:
         if self.ref_model is not None and s.kl_coef > 0:
             raise NotImplementedError("a KL reference model is not supported with sequence parallelism")
         b = ulysses.slice_batch(seqs, dist.get_rank(ulysses._GROUP), s.sequence_parallel, self.pad_id)
-        with self.compute():
-            out = self.model(input_ids=b["ids"].to(dev), position_ids=b["positions"].to(dev), use_cache=False)
-        lp = token_logprobs(out.logits, b["targets"].to(dev), self.temperature)
+        lp = self._target_logprobs(
+            self.model, b["targets"].to(dev), input_ids=b["ids"].to(dev), position_ids=b["positions"].to(dev)
+        )
         old = torch.where(b["has_old"].to(dev)[:, None], b["old"].to(dev), lp.detach())
         loss, stats = policy_loss(
             lp,
