@@ -122,3 +122,34 @@ def test_device_masks_equal_the_reference_rule():
     flex = device_mask(block_ids(long), torch.full((512,), -1), "flex_attention", cpu, torch.float32)
     tiles = (block_causal_mask(long) == 0)[0, 0].reshape(4, 128, 4, 128).any(3).any(1)
     assert torch.equal(flex.to_dense()[0, 0].bool(), tiles) and int(tiles.sum()) < 10  # of 16 tiles
+
+
+@pytest.mark.parametrize("layout", [SHARED, "packed"])
+def test_blocks_computed_apart_give_the_whole_rows_logprobs_and_gradients(tiny_model_dir, layout):
+    """A single-process learner under a dense mask computes a row's blocks apart (row_blocks): the same
+    log-probs and gradients as the whole row under its block mask, in the row's order; a packed block (one
+    sequence) goes without a mask."""
+    from spell.engine.learner.layouts import row_batch
+    from spell.engine.learner.shared_prefix import row_blocks
+
+    seqs = _groups(seed=2)
+    learner = _learner(tiny_model_dir, shared_prefix=layout == SHARED, packing=layout != SHARED)
+    row = row_batch(seqs, layout, varlen=False)["packed"]
+    weights = torch.randn(row["targets"].numel(), generator=torch.Generator().manual_seed(0))
+    grads, flats = [], []
+    for apart in (False, True):
+        learner.model.zero_grad(set_to_none=True)
+        if apart:
+            parts = row_blocks(row)
+            assert len(parts) == (4 if layout == SHARED else len(seqs))  # one per prompt group / sequence
+            assert all((p["attention_mask"] is None) == (layout != SHARED) for _, p in parts)
+            order = torch.argsort(torch.cat([sel for sel, _ in parts]))
+            flat = torch.cat([learner._row_logprobs(learner.model, p) for _, p in parts])[order]
+        else:
+            flat = learner._row_logprobs(learner.model, row)
+        (flat * weights).sum().backward()
+        flats.append(flat.detach())
+        grads.append([p.grad.clone() for p in learner.model.parameters()])
+    torch.testing.assert_close(flats[1], flats[0], atol=1e-5, rtol=0)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-5 * float(a.abs().max()) + 1e-9, rtol=0)

@@ -21,6 +21,7 @@ import torch
 
 from spell.engine.learner.chunked_head import logprob_head
 from spell.engine.learner.layouts import PACKED, PADDED, SHARED, micro_batches, padded_batch, row_batch
+from spell.engine.learner.shared_prefix import device_mask, row_blocks
 from spell.loss import LossStats, policy_loss, token_logprobs
 
 
@@ -156,16 +157,32 @@ class Learner:
 
     def _packed_logprobs(self, model: torch.nn.Module, b: dict[str, Any]) -> torch.Tensor:
         row, dev = b["packed"], self.device
-        mask = row["attention_mask"]
-        if isinstance(mask, tuple):  # (block ids, answer ids): the mask is built on the model's device
-            from spell.engine.learner.shared_prefix import device_mask
+        if isinstance(row["attention_mask"], tuple) and self._attn_impl != "flex_attention" and not _distributed():
+            # a dense mask computes every tile of the row: its blocks apart skip the cross-block ones (not under
+            # FSDP, where each forward call gathers the weights again)
+            parts = [(sel, self._row_logprobs(model, part)) for sel, part in row_blocks(row)]
+            if parts:
+                order = torch.argsort(torch.cat([sel for sel, _ in parts])).to(dev)
+                flat = torch.cat([lp for _, lp in parts])[order]
+            else:  # nothing to predict (empty responses)
+                flat = torch.zeros(0, device=dev)
+        else:
+            flat = self._row_logprobs(model, row)
+        resp = int(b["resp"])
+        lengths = b["target_mask"].sum(1).long().to(dev)
+        owner, col = row["owner"].to(dev), row["col"].to(dev)
+        lp = torch.zeros((len(lengths), resp), dtype=flat.dtype, device=dev)
+        return lp.index_put((owner, resp - lengths[owner] + col), flat)
 
+    def _row_logprobs(self, model: torch.nn.Module, row: dict[str, Any]) -> torch.Tensor:
+        """log p(target) at a row's kept positions, [K]: only positions that predict a response token."""
+        dev, mask = self.device, row["attention_mask"]
+        if isinstance(mask, tuple):  # (block ids, answer ids): the mask is built on the model's device
             dtype = self.autocast_dtype or next(model.parameters()).dtype
             mask = device_mask(*mask, self._attn_impl, dev, dtype)
         elif mask is not None:
             mask = mask.to(dev)
-        # [K]: only positions that predict a response token
-        flat = self._target_logprobs(
+        return self._target_logprobs(
             model,
             row["targets"].to(dev)[None],
             input_ids=row["input_ids"].to(dev),
@@ -173,11 +190,6 @@ class Learner:
             attention_mask=mask,
             logits_to_keep=row["keep"].to(dev),
         )[0]
-        resp = int(b["resp"])
-        lengths = b["target_mask"].sum(1).long().to(dev)
-        owner, col = row["owner"].to(dev), row["col"].to(dev)
-        lp = torch.zeros((len(lengths), resp), dtype=flat.dtype, device=dev)
-        return lp.index_put((owner, resp - lengths[owner] + col), flat)
 
     def _batch(self, seqs: Sequence[TrainSequence]) -> dict[str, Any]:
         if self.layout == PADDED:

@@ -9,7 +9,9 @@ may share a row (packing), each its own block. Loss and gradients equal the sepa
 
 The row carries the rule's inputs (block and answer ids per token), not a mask: the learner builds the mask
 on the model's device (`device_mask`): a block-sparse `BlockMask` under `flex_attention`, a boolean
-[1, 1, T, T] mask for SDPA (a quarter of a float mask's bytes), an additive one for eager attention.
+[1, 1, T, T] mask for SDPA (a quarter of a float mask's bytes), an additive one for eager attention. A
+dense mask computes every tile of the row, so a single-process learner runs the row's blocks apart
+(`row_blocks`): on the default GRPO batch attention was 58% of the step as one 3132-token row.
 """
 
 from __future__ import annotations
@@ -144,3 +146,27 @@ def shared_row(
         "col": torch.tensor(col, dtype=torch.long),
         "tokens": len(ids),
     }
+
+
+def row_blocks(row: dict[str, Any]) -> list[tuple[torch.Tensor, dict[str, Any]]]:
+    """A shared or packed row cut into its blocks, each `(indices of the row's kept positions it holds, its
+    own row)`. A block attends only within itself, so computing blocks apart is the same arithmetic without
+    a dense mask's cross-block tiles (the whole row's length squared); a block of one sequence needs no mask
+    at all (plain causal attention). Blocks that predict nothing are left out."""
+    block, answer = row["attention_mask"]
+    keep = row["keep"]
+    cuts = (torch.nonzero(block[1:] != block[:-1]).flatten() + 1).tolist()
+    parts = []
+    for s, e in zip([0, *cuts], [*cuts, block.numel()], strict=True):
+        sel = torch.nonzero((keep >= s) & (keep < e)).flatten()
+        if not sel.numel():
+            continue
+        a = answer[s:e]
+        parts.append((sel, {
+            "input_ids": row["input_ids"][:, s:e],
+            "position_ids": row["position_ids"][:, s:e],
+            "attention_mask": None if bool((a == -1).all()) else (block[s:e], a),
+            "keep": keep[sel] - s,
+            "targets": row["targets"][sel],
+        }))  # fmt: skip
+    return parts
