@@ -3,6 +3,8 @@ unless `--arms` names others).
 
     python bench/iteration.py                      # configs/default.yaml, 2 iterations per setting
     python bench/iteration.py --arms engine.prefill_dtype=model engine.prefill_dtype=bfloat16   # issue 26
+    python bench/iteration.py --arms engine.prefill_dtype=model \
+        "engine.prefill_dtype=bfloat16 engine.decode_dtype=bfloat16"     # an arm of several overrides
     python bench/iteration.py --config configs/cpu-smoke.yaml --iterations 1   # seconds, scripted model
 
 Each setting runs in its own process (its own Ray and policy actor, as `spell run` does), on the same
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,31 +42,34 @@ def warm_caches(config: str, overrides: list[str]) -> None:
 
 
 def child(config: str, iterations: int, arm: str, sets: list[str]) -> None:
-    """One setting (`arm`, a key=value override): `iterations` iterations of one run in this process; prints
-    one JSON line per iteration."""
+    """One setting (`arm`, key=value overrides separated by spaces): `iterations` iterations of one run in
+    this process; prints one JSON line per iteration."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.iteration import spell_iteration
 
     runs = tempfile.mkdtemp(prefix="spell-bench-iter-")
-    ov = [f"run.runs_dir={runs}", arm, *sets]
-    warm_caches(config, ov)
-    t0 = time.perf_counter()  # one-time model preparation and corpus clustering are not an iteration's work
-    for k in range(1, iterations + 1):
-        t = time.perf_counter()
-        out = spell_iteration(run="bench", config=config, overrides=ov, iteration=k)
-        m = out["metrics"]
-        row = {
-            "iteration": k,
-            "wall": time.perf_counter() - t,
-            "since_start": time.perf_counter() - t0,
-            "busy": m.get("seconds/generate_and_train", 0.0),
-            "timings": out["timings"],
-            "rounds": out["rounds"],
-            "train_tokens": m.get("train/tokens", 0.0),
-            "computed_tokens": m.get("train/computed_tokens", 0.0),
-            "sequence_tokens": m.get("train/sequence_tokens", 0.0),
-        }
-        print("ROW " + json.dumps(row), flush=True)
+    ov = [f"run.runs_dir={runs}", *arm.split(), *sets]
+    try:
+        warm_caches(config, ov)
+        t0 = time.perf_counter()  # one-time model preparation and corpus clustering are not an iteration's work
+        for k in range(1, iterations + 1):
+            t = time.perf_counter()
+            out = spell_iteration(run="bench", config=config, overrides=ov, iteration=k)
+            m = out["metrics"]
+            row = {
+                "iteration": k,
+                "wall": time.perf_counter() - t,
+                "since_start": time.perf_counter() - t0,
+                "busy": m.get("seconds/generate_and_train", 0.0),
+                "timings": out["timings"],
+                "rounds": out["rounds"],
+                "train_tokens": m.get("train/tokens", 0.0),
+                "computed_tokens": m.get("train/computed_tokens", 0.0),
+                "sequence_tokens": m.get("train/sequence_tokens", 0.0),
+            }
+            print("ROW " + json.dumps(row), flush=True)
+    finally:
+        shutil.rmtree(runs, ignore_errors=True)  # about 1 GB of checkpoints per run
 
 
 def main() -> None:
@@ -75,7 +81,7 @@ def main() -> None:
         "--arms",
         nargs=2,
         default=["engine.shared_prefix=false", "engine.shared_prefix=true"],
-        help="the two settings compared, each a key=value override (the first is the reference)",
+        help="the two settings compared, each key=value overrides separated by spaces (the first is the reference)",
     )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -9,8 +9,8 @@ one run: the machine's fp32 GEMM rate on the model's layer shapes; then per layo
 rows, shared-prefix rows, and those with the head chunked, engine.logprob_chunk_tokens): prompt tokens
 computed per unique prompt token, step wall time, trained tokens/s and its share of what the GEMM rate
 allows (forward + backward = 3x forward FLOPs of the tokens computed); each layout's gradient against the
-padded one; the chunked head against the whole one, alternated; bare forward+backward on the padded
-micro-batches (spell's own overhead); where the shared step's time goes.
+padded one; the chunked head and bf16 autocast against the fp32 whole head, alternated; bare
+forward+backward on the padded micro-batches (spell's own overhead); where the shared step's time goes.
 """
 
 from __future__ import annotations
@@ -83,9 +83,10 @@ def main() -> None:
         computed = m["computed_tokens"]
         resp = sum(len(s.response_ids) for s in seqs)
         prompt_computed = computed - resp
-        # what the GEMM rates allow: forward + backward = 3x the forward FLOPs of the tokens computed,
-        # the lm_head only where a response token is predicted
-        per_token = forward_flops_per_token(model, computed / max(m["micro_batches"], 1) / 2, head=False)
+        # what the GEMM rates allow: forward + backward = 3x the forward FLOPs of the tokens computed, each
+        # attending to half a sequence on average (what causal attention within each sequence needs), the
+        # lm_head only where a response token is predicted
+        per_token = forward_flops_per_token(model, total / len(seqs) / 2, head=False)
         head = 2 * model.config.hidden_size * model.config.vocab_size
         ideal = 3 * (computed * per_token / limit + resp * head / head_limit)
         print(
@@ -99,14 +100,21 @@ def main() -> None:
         rel = (grad[name] - ref).norm() / ref.norm()
         print(f"gradient {name} vs padded: relative L2 difference {rel:.2e}")
     print(f"speed-up shared vs padded: {walls['padded'] / walls['shared']:.2f}x   (target >= 1.8x)")
-    # one timed step per arm swings by 25% on this box: the head chunked vs whole, alternated, best of 2 each
-    pair = {"shared": [], "chunked": []}
+    # one timed step per arm swings by 25% on this box: the shared step with the head chunked, and under bf16
+    # autocast (model.dtype=bfloat16: fp32 master weights, bf16 matmuls), against fp32, alternated, best of 2
+    arms = {"shared": ("shared", None), "chunked": ("chunked", None), "bf16": ("shared", torch.bfloat16)}
+    times: dict[str, list[float]] = {name: [] for name in arms}
     for _ in range(2):
-        for name in pair:
-            pair[name].append(timed(lambda n=name: Learner(model, layouts[n]).train_step(seqs), repeats=1)[0])
-    best = {name: min(ts) for name, ts in pair.items()}
+        for name, (layout, autocast) in arms.items():
+            step = Learner(model, layouts[layout], autocast=autocast).train_step
+            times[name].append(timed(lambda st=step: st(seqs), repeats=1)[0])
+    best = {name: min(ts) for name, ts in times.items()}
     print(f"shared with the head chunked ({args.chunk} tokens) vs whole, alternated, best of 2: "
           f"{best['chunked']:.1f}s vs {best['shared']:.1f}s, {best['shared'] / best['chunked']:.2f}x")  # fmt: skip
+    g16 = grads(model, Learner(model, layouts["shared"], autocast=torch.bfloat16), seqs)
+    print(f"shared under bf16 autocast vs fp32, alternated, best of 2: {best['bf16']:.1f}s vs {best['shared']:.1f}s, "
+          f"{best['shared'] / best['bf16']:.2f}x; its gradient vs padded fp32: relative L2 difference "
+          f"{(g16 - ref).norm() / ref.norm():.2e}")  # fmt: skip
 
     learner = Learner(model, layouts["padded"])
     mbs = [padded_batch([seqs[i] for i in mb], 0) for mb in learner.micro_batches(seqs)]
