@@ -95,3 +95,23 @@ def test_the_head_comes_back_after_an_error_and_a_biased_head_is_refused(tiny_mo
     refused = pytest.raises(ValueError, match=r"engine\.logprob_chunk_tokens=0")
     with refused, logprob_head(model, torch.ones(1), 1.0, 4):
         pass
+
+
+def test_a_lora_policy_takes_the_same_step_with_a_chunked_head(tiny_model_dir):
+    """The LoRA preset chunks its head: through peft's wrapper the frozen head is found and swapped, and the
+    adapters get the whole head's gradients."""
+    from spell.engine.models.loading import wrap_lora
+
+    seqs = _seqs(seed=4)[:5]
+    grads = []
+    for chunk in (0, 3):
+        torch.manual_seed(0)
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
+        model = wrap_lora(base, 4, 8.0, None)
+        for name, p in model.named_parameters():
+            if "lora_B" in name:  # peft starts B at zero: give A a gradient to compare too
+                torch.nn.init.normal_(p, std=0.1, generator=torch.Generator().manual_seed(1))
+        Learner(model, LearnerSettings(logprob_chunk=chunk)).backward(seqs)
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert grads[0].numel() > 0 and grads[0].abs().max() > 0
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-5 * float(grads[0].abs().max()), rtol=0)
