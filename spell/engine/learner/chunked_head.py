@@ -60,7 +60,7 @@ class ChunkedLogprobs(torch.autograd.Function):
         w = weight.to(dtype)
         grad = grad.float()
         for s in range(0, hidden.shape[0], chunk):
-            h, g = hidden[s : s + chunk], grad[s : s + chunk, None]
+            h, g = hidden[s : s + chunk].to(dtype), grad[s : s + chunk, None]  # cast once for both matmuls
             # d lp / d logits = onehot(target) - softmax, times the incoming gradient, over T
             d = _logits(h, w, t).sub_(lse[s : s + chunk, None]).exp_().mul_(-g)
             d.scatter_add_(-1, targets[s : s + chunk, None], g)
@@ -71,9 +71,9 @@ class ChunkedLogprobs(torch.autograd.Function):
             if grad_h is not None:
                 grad_h[s : s + chunk] = d16 @ w
             if grad_w is not None and dtype == torch.float32:
-                grad_w.addmm_(d16.t(), h.float())
-            elif grad_w is not None:
-                grad_w += (d16.t() @ h.to(dtype)).float()
+                grad_w.addmm_(d16.t(), h)
+            elif grad_w is not None:  # the bf16 product added into fp32 in place: no fp32 copy of it
+                grad_w.add_(d16.t() @ h)
         return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None, None, None
 
 
