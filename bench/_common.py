@@ -48,6 +48,22 @@ def weight_pass_seconds(model) -> float:
     return t
 
 
+def kv_pass_seconds(model, rows: int, context: int) -> float:
+    """One read of the KV cache a decode step of `rows` rows over `context` tokens attends to (every layer's
+    keys and values, the model's dtype): the part of a step's memory traffic that is not weights."""
+    c = model.config
+    dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    dtype = next(model.parameters()).dtype
+    cache = [torch.randn(rows, c.num_key_value_heads, context, dim).to(dtype) for _ in range(2 * c.num_hidden_layers)]
+
+    def run():
+        for t in cache:
+            t.sum()
+
+    t, _ = timed(run, repeats=3)
+    return t
+
+
 def default_model(cache_dir: str = "runs/.models") -> str:
     """The model the default preset runs (SmolLM2-135M-Instruct, prepared once from its PyPI package)."""
     from spell.engine.models.packaged import prepare

@@ -1,7 +1,8 @@
-"""Where a greedy decode step of the default model goes, and what cuts it: the step as it is (12 rows over
-~640-token prompts), its profile, every Linear at M=12 in fp32 and in bf16 (a different weight each call, as
-in the model), the step with bf16 Linears (engine.decode_dtype=bfloat16's arithmetic), and with q/k/v and
-gate/up fused into one matmul each.
+"""Where a greedy decode step of the default model goes, and what cuts it: the model's forward step (12 rows
+over ~640-token prompts), its profile, every Linear at M=12 in fp32 and in bf16 (a different weight each call,
+as in the model) through MKL and through oneDNN's packed kernel, the step with bf16 Linears
+(engine.decode_dtype=bfloat16's arithmetic), with q/k/v and gate/up fused into one matmul each, and the
+written-out step (engine.decode_step=direct, spell/engine/rollout/llama_decode.py) with its profile.
 
     python bench/decode_step.py            # SmolLM2-135M (~3 min on 2 cores)
     python bench/decode_step.py --toy      # a random 2.6M Qwen2, seconds
@@ -22,6 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from spell.engine.rollout.kv_cache import preallocated_cache
 from spell.engine.rollout.linear_copy import LinearCopy
+from spell.engine.rollout.llama_decode import DecodeWeights, SharedPromptDecoder, packed_kernel_works
 
 toy = "--toy" in sys.argv
 path = bench_model(toy)
@@ -93,6 +95,15 @@ for name, ws, cast in (("fp32", ws32, False), ("bf16", ws16, True)):
         dt = time.perf_counter() - t0
     fl = sum(2 * ROWS * w.numel() for w in ws)
     print(f"all linears at M={ROWS}, {name}: {1000 * dt:.1f} ms ({fl / dt / 1e9:.0f} GFLOP/s)", flush=True)
+    if packed_kernel_works(ws[0].dtype):  # the same matmuls through oneDNN, weights packed for it
+        packed = [torch.ops.mkldnn._reorder_linear_weight(w) for w in ws]
+        for _ in range(2):
+            t0 = time.perf_counter()
+            for w, p in zip(ws, packed, strict=True):
+                x = xs[w.shape[1]]
+                y = torch.ops.mkldnn._linear_pointwise(x.bfloat16() if cast else x, p, None, "none", [], "")
+            dt = time.perf_counter() - t0
+        print(f"all linears at M={ROWS}, {name}, oneDNN packed: {1000 * dt:.1f} ms ({fl / dt / 1e9:.0f} GFLOP/s)")
 
 
 m16 = LinearCopy(model, torch.bfloat16).fresh()  # engine.decode_dtype=bfloat16's decode module
@@ -125,6 +136,38 @@ for layer in mf.model.layers:
             setattr(parent, n, Fused(lins, box, j))
 report("fused qkv + gate/up fp32", mf, base_toks)
 del mf
+
+
+def direct_steps(linear_dtype=None, k=K):
+    """The written-out step over the same prefill cache (one copy a prompt), fed its own greedy tokens."""
+    w = DecodeWeights(model, linear_dtype).refresh()
+    c = copy.deepcopy(cache)
+    state = SharedPromptDecoder(w, [(layer.keys, layer.values) for layer in c.layers], attn, 1, k + 1)
+    at, x = last0.clone(), nxt0.clone()
+    toks, times = [], []
+    for _ in range(k):
+        t0 = time.perf_counter()
+        at = at + 1
+        x = state.step(x, at).argmax(-1)
+        toks.append(x)
+        times.append(time.perf_counter() - t0)
+    times = sorted(times[1:])
+    return times[len(times) // 2], torch.stack(toks, 1)
+
+
+for name, dt in (
+    ("written-out step fp32 (engine.decode_step=direct)", None),
+    ("written-out step, bf16 linears", torch.bfloat16),
+):
+    s_direct, toks = direct_steps(dt)
+    print(
+        f"{name}: {1000 * s_direct:.1f} ms/step = {base_s / s_direct:.2f}x base; greedy tokens same as base: "
+        f"{bool((toks == base_toks).all())}",
+        flush=True,
+    )
+with profile(activities=[ProfilerActivity.CPU]) as prof:
+    direct_steps(None, 6)
+print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10, max_name_column_width=40))
 
 if "--compile" in sys.argv:
     mc = copy.deepcopy(model)

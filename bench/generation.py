@@ -1,9 +1,12 @@
 """Rollout speed on the default preset's model (SmolLM2-135M, fp32) at the default preset's two shapes, all in
-one run: spell's transformers backend as it is, as it was before issue 26 (the concatenating KV cache, the
-full-vocabulary top-p sort and draw), with `engine.prefill_dtype=bfloat16` (a bf16 copy prefills, other tokens),
-with that and `engine.decode_dtype=bfloat16` (decode steps' Linear matmuls in bf16, other tokens), and bare
-`model.generate`; plus the decode step against a weight-streaming bound
-and prefill against the GEMM rate, both measured here and now.
+one run: spell's transformers backend as it is (the written-out decode step, `engine.decode_step=direct`), as
+it was before issue 26 (the model's forward over the concatenating KV cache, the full-vocabulary top-p sort and
+draw), with `engine.decode_step=model` (the model's forward over the in-place cache), with
+`engine.prefill_dtype=bfloat16` (a bf16 copy prefills, other tokens), with that and
+`engine.decode_dtype=bfloat16` (decode steps' Linear matmuls in bf16, other tokens), and bare
+`model.generate`; plus the decode step against three floors measured here and now (a pass over every weight;
+over every weight and the KV cache a step reads; the step's FLOPs at the fp32 GEMM rate), and prefill against
+the GEMM rate.
 
     python bench/generation.py            # SmolLM2-135M, the question and respond rounds (~6 min on 2 cores)
     python bench/generation.py --toy      # a random 2.6M Qwen2, seconds
@@ -25,6 +28,7 @@ from _common import (
     describe,
     forward_flops_per_token,
     gemm_rate,
+    kv_pass_seconds,
     machine,
     timed,
     weight_pass_seconds,
@@ -60,18 +64,27 @@ def prefill_rate(model, prompts: list[list[int]]) -> float:
 
 
 def spell_round(
-    model, tok, prompts: list[str], params: SamplingParams, before: bool, bf16: bool = False, bf16_decode: bool = False
+    model,
+    tok,
+    prompts: list[str],
+    params: SamplingParams,
+    before: bool,
+    bf16: bool = False,
+    bf16_decode: bool = False,
+    step: str = "direct",
 ) -> tuple[float, int, TransformersGenerator]:
     """(seconds, new tokens, the generator with its prefill and decode counters) of one round through spell's
-    backend; `before`: the concatenating cache and the full top-p sort and draw, as the backend was; `bf16`:
-    engine.prefill_dtype=bfloat16 (its cast is in the time); `bf16_decode`: engine.decode_dtype=bfloat16 too."""
+    backend; `before`: the model's forward over the concatenating cache and the full top-p sort and draw, as the
+    backend was; `bf16`: engine.prefill_dtype=bfloat16 (its cast is in the time); `bf16_decode`:
+    engine.decode_dtype=bfloat16 too; `step`: engine.decode_step (the direct step's weight packing is in the time)."""
     saved, fast = hf_backend.NUCLEUS_CANDIDATES, hf_backend.FAST_NUCLEUS
     hf_backend.NUCLEUS_CANDIDATES = 1 << 30 if before else saved
     hf_backend.FAST_NUCLEUS = not before
     try:
         dtype = torch.bfloat16 if bf16 else None
         gen = TransformersGenerator(model, tok, token_budget=24576, preallocate=not before, prefill_dtype=dtype,
-                                    decode_dtype=torch.bfloat16 if bf16_decode else None)  # fmt: skip
+                                    decode_dtype=torch.bfloat16 if bf16_decode else None,
+                                    decode_step="model" if before else step)  # fmt: skip
         t = time.perf_counter()
         out = gen.generate(prompts, params)
         wall = time.perf_counter() - t
@@ -139,7 +152,7 @@ def main() -> None:
     for name, (count, length, n, new) in SHAPES.items():
         params = SamplingParams(n=n, temperature=1.0, top_p=0.95, max_new_tokens=new, seed=0)
         runs = {}
-        for arm in ("warm-up", "before", "now", "bf16 prefill", "bf16 prefill+decode", "bare"):
+        for arm in ("warm-up", "before", "model step", "now", "bf16 prefill", "bf16 prefill+decode", "bare"):
             seed += 1  # new prompts for every run: no prefix or cache hit anywhere
             ids = word_prompts(tok, count, length, seed=seed)
             texts = [tok.decode(x) for x in ids]
@@ -147,7 +160,8 @@ def main() -> None:
                 runs[arm] = bare_round(model, tok, ids, params, eos)
             elif arm != "warm-up":
                 runs[arm] = spell_round(model, tok, texts, params, before=arm == "before", bf16=arm.startswith("bf16"),
-                                        bf16_decode=arm == "bf16 prefill+decode")  # fmt: skip
+                                        bf16_decode=arm == "bf16 prefill+decode",
+                                        step="model" if arm == "model step" else "direct")  # fmt: skip
             else:
                 spell_round(model, tok, texts[:2], params, before=False)
                 spell_round(model, tok, texts[:2], params, before=False, bf16=True, bf16_decode=True)
@@ -155,13 +169,13 @@ def main() -> None:
         print(f"{name} round ({count} x ~{length} tokens, n={n}, up to {new} new): {line}")
         # the arms sample different tokens (new prompts, other draws), so compare the two parts of a round
         parts = {}
-        for k in ("before", "now", "bf16 prefill", "bf16 prefill+decode"):
+        for k in ("before", "model step", "now", "bf16 prefill", "bf16 prefill+decode"):
             g = runs[k][2]
             parts[k] = (g.prefill_tokens / g.prefill_seconds, g.decode_seconds / max(g.decode_steps, 1))
             print(f"  {k}: prefill {g.prefill_seconds:.1f} s ({parts[k][0]:.0f} tok/s), decode {g.decode_seconds:.1f} s"
                   f" over {g.decode_steps} steps ({parts[k][1] * 1e3:.0f} ms a step, sampling included)")  # fmt: skip
         ref = runs["before"][2]
-        for k in ("now", "bf16 prefill", "bf16 prefill+decode"):
+        for k in ("model step", "now", "bf16 prefill", "bf16 prefill+decode"):
             pre, dec = parts[k][0] / parts["before"][0], parts["before"][1] / parts[k][1]
             both = (ref.prefill_seconds + ref.decode_seconds) / (
                 ref.prefill_tokens / parts[k][0] + ref.decode_steps * parts[k][1]
@@ -169,21 +183,31 @@ def main() -> None:
             print(f"  {k} against before: prefill {pre:.2f}x, decode step {dec:.2f}x; before's round at these rates "
                   f"{both:.2f}x   (target >= 2x)")  # fmt: skip
         print(f"  {vllm_round(path, texts, params)}")
-    # the decode step against streaming every weight once, the prefill against the GEMM rate
+    # the decode step against three floors measured now: one pass over every weight; over every weight and the
+    # KV cache a step reads; the step's FLOPs at the fp32 GEMM rate (at 12 rows an fp32 step is compute-bound)
     ids = word_prompts(tok, 12, 640, seed=seed + 1)
     texts = [tok.decode(x) for x in ids]
-    floor = weight_pass_seconds(model)
-    step = decode_step_seconds(TransformersGenerator(model, tok, token_budget=24576), texts)
-    print(
-        f"decode step, 12 rows (sampling included): {step * 1e3:.0f} ms vs one pass over every weight "
-        f"{floor * 1e3:.0f} ms: {step / floor:.1f}x the streaming bound   (target <= 2x)"
-    )
-    step16 = decode_step_seconds(
-        TransformersGenerator(model, tok, token_budget=24576, decode_dtype=torch.bfloat16), texts
-    )
-    print(f"decode step, engine.decode_dtype=bfloat16: {step16 * 1e3:.0f} ms = {step / step16:.2f}x fp32's, "
-          f"{step16 / floor:.1f}x the streaming bound")  # fmt: skip
+    context = max(map(len, ids)) + 17  # the cache the middle one of 33 steps reads
+    floor, kv = weight_pass_seconds(model), kv_pass_seconds(model, 12, context)
     limit = gemm_rate(model)
+    compute = 12 * forward_flops_per_token(model, context, head=True) / limit
+    print(f"decode step floors, 12 rows at ~{context} tokens: weight pass {floor * 1e3:.0f} ms, weights + KV cache "
+          f"{(floor + kv) * 1e3:.0f} ms, fp32 FLOPs at the GEMM rate ({limit / 1e9:.0f} GFLOP/s) "
+          f"{compute * 1e3:.0f} ms")  # fmt: skip
+    arms = {
+        "engine.decode_step=direct (default)": {},
+        "engine.decode_step=model": {"decode_step": "model"},
+        "direct, engine.decode_dtype=bfloat16": {"decode_dtype": torch.bfloat16},
+        "model, engine.decode_dtype=bfloat16": {"decode_step": "model", "decode_dtype": torch.bfloat16},
+    }
+    steps = {
+        k: decode_step_seconds(TransformersGenerator(model, tok, token_budget=24576, **kw), texts)
+        for k, kw in arms.items()
+    }
+    for k, t in steps.items():
+        print(f"decode step, {k} (sampling included): {t * 1e3:.0f} ms = {t / floor:.1f}x the weight pass "
+              f"(target <= 2x), {t / (floor + kv):.1f}x weights + KV, {t / compute:.1f}x the FLOP floor; "
+              f"{steps['engine.decode_step=model'] / t:.2f}x the model's forward")  # fmt: skip
     rate = prefill_rate(model, ids)
     allowed = limit / forward_flops_per_token(model, 320, head=False)
     print(f"prefill: {rate:.0f} tok/s = {100 * rate / allowed:.0f}% of the fp32 GEMM rate on the model's layer "

@@ -228,30 +228,43 @@ def test_drawing_among_the_nucleus_is_drawing_from_the_filtered_distribution():
     flat = torch.randn(2, 5000, generator=gen) * 0.01
     mixed = hf_backend.nucleus(torch.cat([peaked, flat]), 1.0, 0.95, 0)
     assert mixed is not None and mixed[2].tolist() == [True] * 6 + [False] * 2
+    wide = torch.randn(2, 5000, generator=gen) * 0.01  # ~900 tokens hold 0.9 of the mass: past 256, inside 4096
+    wide[:, :1000] += 5.0
+    assert not bool(hf_backend.nucleus(wide, 1.0, 0.9, 0)[2].any())  # type: ignore[index]
+    weights, idx, fits = hf_backend.nucleus(wide, 1.0, 0.9, 0, candidates=hf_backend.WIDE_CANDIDATES)  # type: ignore[misc]
+    full = torch.softmax(hf_backend.filter_logits(wide, 1.0, 0.9, 0), dim=-1)
+    assert bool(fits.all()) and torch.allclose(weights / weights.sum(-1, keepdim=True), full.gather(-1, idx), atol=1e-6)
     assert hf_backend.nucleus(peaked, 1.0, 0.95, 50) is None and hf_backend.nucleus(peaked, 1.0, 1.0, 0) is None
 
 
-def test_a_batch_of_fitting_and_flat_rows_samples_each_row_from_its_own_seed():
-    """Issue 26: with some rows drawn among their nucleus and others over the whole vocabulary, a row's token
-    depends on its logits and its generator only (not on which other rows share the step), stays inside its
-    nucleus, and repeats under the same seeds."""
+def test_a_batch_of_fitting_and_flat_rows_samples_each_row_from_its_own_seed(monkeypatch):
+    """Issue 26: with some rows drawn among their nucleus in the 256 most likely tokens, some in the 4096 most
+    likely, and the flat ones over the whole vocabulary, a row's token depends on its logits and its generator
+    only (not on which other rows share the step), stays inside its nucleus, and repeats under the same seeds;
+    only the flat rows are sorted whole."""
     from types import SimpleNamespace
 
     from spell.engine.rollout import hf_backend
 
     g = torch.Generator().manual_seed(2)
-    rows = torch.cat([torch.randn(3, 5000, generator=g) * 4, torch.randn(2, 5000, generator=g) * 0.01])
+    wide = torch.randn(2, 5000, generator=g) * 0.01
+    wide[:, :1000] += 5.0
+    rows = torch.cat([torch.randn(3, 5000, generator=g) * 4, torch.randn(2, 5000, generator=g) * 0.01, wide])
     params = SamplingParams(n=1, temperature=1.0, top_p=0.9, max_new_tokens=1, seed=0)
     self = SimpleNamespace()
+    allowed = torch.isfinite(hf_backend.filter_logits(rows, 1.0, 0.9, 0))
+    sorted_whole = []
+    real = hf_backend.filter_logits
+    monkeypatch.setattr(hf_backend, "filter_logits", lambda x, *a: sorted_whole.append(len(x)) or real(x, *a))
 
     def draw(logits, seeds):
         gens = [torch.Generator().manual_seed(s) for s in seeds]
         return hf_backend.TransformersGenerator._sample(self, logits, params, gens).tolist()
 
-    together = draw(rows, range(5))
-    assert together == draw(rows, range(5))
-    assert together == [draw(rows[i : i + 1], [i])[0] for i in range(5)]  # alone, each row draws the same token
-    allowed = torch.isfinite(hf_backend.filter_logits(rows, 1.0, 0.9, 0))
+    together = draw(rows, range(7))
+    assert sorted_whole == [2]  # the two flat rows
+    assert together == draw(rows, range(7))
+    assert together == [draw(rows[i : i + 1], [i])[0] for i in range(7)]  # alone, each row draws the same token
     assert all(bool(allowed[i, t]) for i, t in enumerate(together))
 
 
@@ -263,7 +276,7 @@ def test_the_bf16_prefill_copy_is_the_model_in_bf16_follows_the_learner_and_hand
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    gen = TransformersGenerator(model, tok, token_budget=2048, prefill_dtype=torch.bfloat16)
+    gen = TransformersGenerator(model, tok, token_budget=2048, prefill_dtype=torch.bfloat16, decode_step="model")
     master = {k: v.clone() for k, v in model.state_dict().items()}
 
     def first_tokens():
@@ -305,8 +318,8 @@ def test_bf16_decode_linears_share_the_rest_follow_the_learner_and_run_every_dec
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
-    gen = TransformersGenerator(model, tok, token_budget=2048, decode_dtype=torch.bfloat16)
-    assert TransformersGenerator(model, tok, decode_dtype=torch.float32).decode_copy is None  # no copy needed
+    gen = TransformersGenerator(model, tok, token_budget=2048, decode_dtype=torch.bfloat16, decode_step="model")
+    assert TransformersGenerator(model, tok, decode_dtype=torch.float32, decode_step="model").decode_copy is None
     master = {k: v.clone() for k, v in model.state_dict().items()}
     gen.decode_copy.fresh()  # built first: a deep copy carries the model's hooks, as it carries its modules
     calls = {"model": 0, "copy": 0}

@@ -54,6 +54,15 @@ class EngineConfig(_Section):
         "AVX512-BF16 CPU a 12-row decode step of the default model ran 1.5x faster (bench/generation.py); tokens "
         "differ from fp32's. Not in the paper: a CPU speed switch (issue 26). vLLM: model.dtype.",
     )
+    decode_step: Literal["direct", "model"] = _field(
+        "direct",
+        "How the transformers backend runs a decode step. 'direct': for a Llama-family model (Llama, Qwen2) on "
+        "the CPU, a step written out over a copy of the Linear weights packed for oneDNN's small-batch kernel, the "
+        "n samples of a prompt attending to one copy of its KV cache (spell/engine/rollout/llama_decode.py; "
+        "about 2x the model's own forward a step on this CPU, bench/decode_step.py); the same arithmetic in "
+        "another summation order (fp32 rounding apart, the same logits); other models fall back to 'model'. "
+        "'model': the model's own forward. Not in the paper: a CPU speed switch (issue 26). vLLM: its own kernels.",
+    )
     train_token_budget: int = _field(8192, "Tokens per learner micro-batch (padding included).", ge=1)
     max_model_len: int = _field(
         0,

@@ -209,6 +209,7 @@ class Policy:
             share_prefill=self.spec.learner.shared_prefix,
             prefill_dtype=_dtype_or_none(self.spec.prefill_dtype),
             decode_dtype=_dtype_or_none(self.spec.decode_dtype),
+            decode_step=self.spec.decode_step,
         )
 
     def _make_scripted(self) -> Any:

@@ -24,6 +24,7 @@ class PolicySpec:
     generation_token_budget: int = 16384
     prefill_dtype: str = "model"  # engine.prefill_dtype: "model" or a torch dtype name (transformers backend)
     decode_dtype: str = "model"  # engine.decode_dtype: the decode steps' Linear matmuls (transformers backend)
+    decode_step: str = "direct"  # engine.decode_step: the written-out step or the model's forward (transformers)
     max_context: int | None = None
     learner: LearnerSettings = field(default_factory=LearnerSettings)
     cache_dir: str = ""
@@ -69,6 +70,7 @@ class PolicySpec:
             generation_token_budget=cfg.engine.generation_token_budget,
             prefill_dtype=cfg.engine.prefill_dtype,
             decode_dtype=cfg.engine.decode_dtype,
+            decode_step=cfg.engine.decode_step,
             max_context=cfg.engine.max_model_len or run_max_context(cfg),
             learner=LearnerSettings(
                 lr=o.lr,

@@ -11,7 +11,10 @@ With `prefill_dtype=bfloat16` the prompts' forward pass runs on a bf16 copy of t
 learner's at every call (`RolloutCopy`), at the CPU's bf16 GEMM rate; the cache is cast back and decoding runs
 on the model (bf16 decoding measured slower on this CPU). Tokens differ from fp32 prefill's.
 With `decode_dtype=bfloat16` the decode steps' Linear matmuls run on bf16 weights, the rest in the model's dtype
-(`LinearCopy`, refreshed per call like the prefill copy). Tokens differ from fp32 decoding's.
+(refreshed per call like the prefill copy). Tokens differ from fp32 decoding's.
+With `decode_step="direct"` (the default) a Llama-family model on the CPU decodes through a step written out over
+its packed weights, the n samples of a prompt attending to one copy of its cache (`llama_decode`); "model", or a
+model it does not fit, decodes through the model's own forward.
 """
 
 from __future__ import annotations
@@ -38,8 +41,10 @@ from spell.engine.rollout.interface import (
 )
 from spell.engine.rollout.kv_cache import cast_cache, preallocated_cache
 from spell.engine.rollout.linear_copy import LinearCopy
+from spell.engine.rollout.llama_decode import DecodeWeights, SharedPromptDecoder, unsupported_reason
 
 NUCLEUS_CANDIDATES = 256  # top-p looks at this many of the most likely tokens first (a partial sort)
+WIDE_CANDIDATES = 4096  # then, for the rows whose nucleus reaches past those, this many (still cheaper than a sort)
 FAST_NUCLEUS = True  # False: every sample draws over the whole vocabulary (the sampler before; benches)
 
 
@@ -57,17 +62,17 @@ def _past_nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 def nucleus(
-    logits: torch.Tensor, temperature: float, top_p: float, top_k: int
+    logits: torch.Tensor, temperature: float, top_p: float, top_k: int, candidates: int = NUCLEUS_CANDIDATES
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """(weights, token ids, fits): each row's top-p nucleus among its `NUCLEUS_CANDIDATES` most likely tokens
+    """(weights, token ids, fits): each row's top-p nucleus among its `candidates` most likely tokens
     ([rows, candidates], weights zero outside it) and whether it lies there ([rows]; a flat row's reaches
     past them), or None where `filter_logits` decides every row (no top-p, a top-k cut, a small vocabulary).
     Drawing from a fitting row's weights is drawing from `filter_logits`' distribution, with one random
     number per candidate instead of one per vocabulary entry, so a seed gives other tokens than the full draw."""
     vocab = logits.shape[-1]
-    if top_p >= 1.0 or 0 < top_k < vocab or vocab <= NUCLEUS_CANDIDATES:
+    if top_p >= 1.0 or 0 < top_k < vocab or vocab <= candidates:
         return None
-    _, idx, probs = _ranked(logits.float() / temperature, NUCLEUS_CANDIDATES)
+    _, idx, probs = _ranked(logits.float() / temperature, candidates)
     return probs.masked_fill(_past_nucleus(probs, top_p), 0.0), idx, probs.sum(-1) >= top_p
 
 
@@ -138,6 +143,7 @@ class TransformersGenerator:
         preallocate: bool = True,
         prefill_dtype: torch.dtype | None = None,
         decode_dtype: torch.dtype | None = None,
+        decode_step: str = "direct",
     ):
         self.model, self.tokenizer, self.token_budget = model, tokenizer, token_budget
         self.share_prefill = share_prefill  # False: each sample prefills its own copy (the layout before; benches)
@@ -148,7 +154,11 @@ class TransformersGenerator:
         # engine.prefill_dtype: a bf16 copy prefills (refreshed per call); None or the model's own: the model
         self.prefill_copy = RolloutCopy(model, prefill_dtype) if prefill_dtype not in (None, master) else None
         # engine.decode_dtype: decode steps' Linear matmuls on a bf16 copy of those weights (refreshed per call)
-        self.decode_copy = LinearCopy(model, decode_dtype) if decode_dtype not in (None, master) else None
+        linear_dtype = decode_dtype if decode_dtype not in (None, master) else None
+        # engine.decode_step: the written-out step where it fits the model (it then holds the Linear weights)
+        direct = decode_step == "direct" and self.compute_dtype is None and unsupported_reason(model) is None
+        self.direct = DecodeWeights(model, linear_dtype) if direct else None
+        self.decode_copy = LinearCopy(model, linear_dtype) if linear_dtype and not direct else None
         cfg_ctx = getattr(model.config, "max_position_embeddings", None)
         limit = int(cfg_ctx or 1 << 30)
         self.max_context = min(int(max_context), limit) if max_context else limit
@@ -194,6 +204,8 @@ class TransformersGenerator:
         self.model.eval()
         prefill_net = self.model if self.prefill_copy is None else self.prefill_copy.fresh().eval()
         decode_net = self.model if self.decode_copy is None else self.decode_copy.fresh().eval()
+        if self.direct is not None:
+            decode_net = self.direct.refresh()  # re-read from the learner's weights, as the copies are
         try:
             with self._autocast():
                 for batch in batches:
@@ -220,23 +232,28 @@ class TransformersGenerator:
     def _sample(self, logits: torch.Tensor, params: SamplingParams, gens: list[torch.Generator] | None) -> torch.Tensor:
         if gens is None:
             return logits.argmax(-1)
-        found = nucleus(logits, params.temperature, params.top_p, params.top_k) if FAST_NUCLEUS else None
-        if found is None:
-            probs = torch.softmax(filter_logits(logits, params.temperature, params.top_p, params.top_k), dim=-1)
-            return torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(gens)])
-        weights, idx, fits = found  # a fitting row draws among its nucleus: the same distribution, fewer draws
-        wide = [i for i, ok in enumerate(fits.tolist()) if not ok]
-        full = {}
-        if wide:  # the rows whose nucleus reaches past the candidates draw over the whole vocabulary
-            probs = torch.softmax(filter_logits(logits[wide], params.temperature, params.top_p, params.top_k), -1)
-            full = dict(zip(wide, probs, strict=True))
-        picks = [
-            torch.multinomial(full[i], 1, generator=g)
-            if i in full
-            else idx[i, torch.multinomial(weights[i], 1, generator=g)]
-            for i, g in enumerate(gens)
-        ]
-        return torch.cat(picks)
+        picks: dict[int, torch.Tensor] = {}
+        todo = list(range(len(gens)))  # rows not drawn yet
+        for k in (NUCLEUS_CANDIDATES, WIDE_CANDIDATES) if FAST_NUCLEUS else ():
+            found = nucleus(logits[todo] if len(todo) < len(gens) else logits, params.temperature, params.top_p,
+                            params.top_k, k)  # fmt: skip
+            if found is None:
+                break
+            weights, idx, fits = found  # a fitting row draws among its nucleus: the same distribution, fewer draws
+            wide = []
+            for j, (i, ok) in enumerate(zip(todo, fits.tolist(), strict=True)):
+                if ok:
+                    picks[i] = idx[j, torch.multinomial(weights[j], 1, generator=gens[i])]
+                else:
+                    wide.append(i)
+            todo = wide
+            if not todo:
+                break
+        if todo:  # the rows whose nucleus reaches past every candidate list draw over the whole vocabulary
+            probs = torch.softmax(filter_logits(logits[todo], params.temperature, params.top_p, params.top_k), -1)
+            for i, row in zip(todo, probs, strict=True):
+                picks[i] = torch.multinomial(row, 1, generator=gens[i])
+        return torch.cat([picks[i] for i in range(len(gens))])
 
     def _generate_batch(
         self,
@@ -260,7 +277,9 @@ class TransformersGenerator:
         attn = attn.to(dev)
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
         cache_kw = {}
-        if self.preallocate and (cache := preallocated_cache(self.model.config, params.max_new_tokens)) is not None:
+        direct = isinstance(decode_net, DecodeWeights)  # decodes from its own buffers: no room needed here
+        room = 0 if direct else params.max_new_tokens
+        if self.preallocate and (cache := preallocated_cache(self.model.config, room)) is not None:
             cache_kw[self._cache_kw] = cache  # written in place at each step (spell.engine.rollout.kv_cache)
         # the bf16 copy's head gets its last positions as a gathered (contiguous) tensor: sliced, bf16 matmul
         # expands the head's weight once per row (1.4 s a batch of the default model); fp32 keeps today's slice
@@ -273,11 +292,17 @@ class TransformersGenerator:
         cache, logits, last = getattr(out, self._cache_kw), out.logits[:, -1, :], pos[:, -1]
         if self.prefill_copy is not None:
             cast_cache(cache, next(self.model.parameters()).dtype)  # the model decodes from the copy's cache
+        state = None
+        if direct:  # the prompts' keys and values once each; the n samples attend to them together
+            kv = [(layer.keys, layer.values) for layer in cache.layers]
+            state = SharedPromptDecoder(decode_net, kv, attn, 1 if copies > 1 else n, params.max_new_tokens)
         if copies > 1:
             batch_ids = batch_ids[::copies]
         elif n > 1:
-            cache.batch_repeat_interleave(n)
-            logits, attn, last = logits.repeat_interleave(n, 0), attn.repeat_interleave(n, 0), last.repeat_interleave(n)
+            if state is None:
+                cache.batch_repeat_interleave(n)
+                attn = attn.repeat_interleave(n, 0)
+            logits, last = logits.repeat_interleave(n, 0), last.repeat_interleave(n)
         gens = self._generators(prompt_indices, params)
         alive = list(range(len(batch_ids) * n))  # row -> (prompt row // n, sample row % n)
         tokens: list[list[int]] = [[] for _ in alive]
@@ -295,15 +320,22 @@ class TransformersGenerator:
                 break
             if len(keep) < len(alive):  # finished rows leave the batch and the cache
                 idx = torch.tensor(keep, device=dev)
-                cache.batch_select_indices(idx)
-                attn, last, nxt = attn[idx], last[idx], nxt[idx]
+                if state is not None:
+                    state.keep(idx)
+                else:
+                    cache.batch_select_indices(idx)
+                    attn = attn[idx]
+                last, nxt = last[idx], nxt[idx]
                 alive = [alive[j] for j in keep]
-            attn = torch.cat([attn, attn.new_ones((len(alive), 1))], dim=1)
             last = last + 1
-            kw = {self._cache_kw: cache}
-            out = decode_net(input_ids=nxt[:, None], attention_mask=attn, position_ids=last[:, None], use_cache=True,
-                             **kw)  # fmt: skip
-            logits = out.logits[:, -1, :]
+            if state is not None:
+                logits = state.step(nxt, last)
+            else:
+                attn = torch.cat([attn, attn.new_ones((len(alive), 1))], dim=1)
+                kw = {self._cache_kw: cache}
+                out = decode_net(input_ids=nxt[:, None], attention_mask=attn, position_ids=last[:, None],
+                                 use_cache=True, **kw)  # fmt: skip
+                logits = out.logits[:, -1, :]
             self.decode_steps += 1
         self.decode_seconds += time.perf_counter() - decoding
         return [
