@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 FAMILIES = ("llama", "qwen2")  # model types whose decoder layer this module writes out
 ROPE_TYPES = ("default", "linear", "llama3")  # rotary frequencies that do not move with the sequence length
+FEW_QUERIES = 4  # a prompt's queries (n samples x query group) up to which its values are kept transposed
 
 
 @functools.cache
@@ -132,19 +133,25 @@ class DecodeWeights:
 
 
 class SharedPromptDecoder:
-    """One batch's decode state after its prefill: each prompt's keys and values once (from the prefill's
-    cache, [prompts, kv_heads, prompt_len, head_dim], left-padded), the samples' own tokens' keys and values in
-    [prompts, kv_heads, n, max_new, head_dim], and which slot (prompt x n + sample) each live row is. Finished
-    rows leave by `keep`; their slots stay until half the slots are dead, then the state is compacted."""
+    """One batch's decode state after its prefill: each prompt's keys and values once ([prompts x kv_heads,
+    prompt_len, head_dim], from the prefill's cache, left-padded; the values transposed where a prompt's
+    queries are few, as the probabilities-times-values product then runs faster as V^T P^T: measured 1.5x at 3
+    queries, 0.7x at 12), the samples' own tokens' keys and values in [prompts, kv_heads, n, max_new,
+    head_dim], and which slot (prompt x n + sample) each live row is. Finished rows leave by `keep`; their
+    slots stay until half the slots are dead, then the state is compacted."""
 
     def __init__(self, w: DecodeWeights, prompt_kv: list[tuple[torch.Tensor, torch.Tensor]],
                  attention_mask: torch.Tensor, n: int, max_new: int):  # fmt: skip
         self.w, self.n = w, n
-        self.prompts = attention_mask.shape[0]
-        self.kp = [k for k, _ in prompt_kv]
-        self.vp = [v for _, v in prompt_kv]
+        self.prompts, width = attention_mask.shape
+        rows = self.prompts * w.kv_heads
+        self.kp = [k.reshape(rows, width, w.head_dim) for k, _ in prompt_kv]
+        self.v_transposed = n * (w.heads // w.kv_heads) <= FEW_QUERIES
+        vp = [v.reshape(rows, width, w.head_dim) for _, v in prompt_kv]
+        self.vp = [v.transpose(1, 2).contiguous() for v in vp] if self.v_transposed else vp
         pad = torch.zeros(attention_mask.shape, dtype=self.kp[0].dtype, device=attention_mask.device)
-        self.bias = pad.masked_fill(attention_mask == 0, float("-inf"))[:, None, None, :]  # [P, 1, 1, Lp]
+        bias = pad.masked_fill(attention_mask == 0, float("-inf"))  # [P, Lp]
+        self.bias = bias.repeat_interleave(w.kv_heads, 0)[:, None, :]  # [P x kv, 1, Lp]
         shape = (self.prompts, w.kv_heads, n, max(max_new, 1), w.head_dim)
         self.kg = [self.kp[0].new_zeros(shape) for _ in self.kp]
         self.vg = [self.kp[0].new_zeros(shape) for _ in self.kp]
@@ -166,9 +173,11 @@ class SharedPromptDecoder:
         remap = torch.full((self.prompts,), -1, dtype=torch.long)
         remap[live] = torch.arange(len(live))
         self.slots = remap[self.slots // self.n] * self.n + self.slots % self.n
-        for parts in (self.kp, self.vp, self.kg, self.vg):
-            parts[:] = [t.index_select(0, live) for t in parts]
-        self.bias = self.bias.index_select(0, live)
+        kvh = self.w.kv_heads
+        flat = (live[:, None] * kvh + torch.arange(kvh)).flatten().to(self.bias.device)  # their kv-head rows
+        for parts, index in ((self.kp, flat), (self.vp, flat), (self.kg, live), (self.vg, live)):
+            parts[:] = [t.index_select(0, index.to(t.device)) for t in parts]
+        self.bias = self.bias.index_select(0, flat)
         self.prompts = len(live)
 
     def _scatter(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,9 +188,8 @@ class SharedPromptDecoder:
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Feed each live row its token at its position; the next-token logits, [rows, vocab], fp32."""
-        w, n, p_count, t = self.w, self.n, self.prompts, self.steps
+        w, rows = self.w, tokens.shape[0]
         kvh, dim, heads = w.kv_heads, w.head_dim, w.heads
-        group, rows = heads // kvh, tokens.shape[0]
         freqs = positions[:, None].float() * w.inv_freq
         emb = torch.cat((freqs, freqs), -1)
         h = F.embedding(tokens, w.embed)
@@ -194,19 +202,7 @@ class SharedPromptDecoder:
             qk = qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), -1) * sin
             q = self._scatter(qk[:, :heads] * w.scaling)  # [slots, heads, dim]
             k, v = self._scatter(qk[:, heads:]), self._scatter(x[:, heads + kvh :])  # [slots, kv_heads, dim]
-            kg, vg = self.kg[li], self.vg[li]
-            kg[:, :, :, t].copy_(k.view(p_count, n, kvh, dim).transpose(1, 2))
-            vg[:, :, :, t].copy_(v.view(p_count, n, kvh, dim).transpose(1, 2))
-            qg = q.view(p_count, n, kvh, group, dim).transpose(1, 2)  # [P, kv, n, group, dim]
-            prompt_scores = torch.matmul(qg.reshape(p_count, kvh, n * group, dim), self.kp[li].transpose(-1, -2))
-            own_scores = torch.matmul(qg, kg[:, :, :, : t + 1].transpose(-1, -2))  # [P, kv, n, group, t+1]
-            scores = torch.cat([prompt_scores + self.bias, own_scores.reshape(p_count, kvh, n * group, t + 1)], -1)
-            probs = torch.softmax(scores, dim=-1)
-            lp = prompt_scores.shape[-1]
-            att = torch.matmul(probs[..., :lp], self.vp[li]).view(p_count, kvh, n, group, dim)
-            own = probs[..., lp:].reshape(p_count, kvh, n, group, t + 1)
-            att = att + torch.matmul(own, vg[:, :, :, : t + 1])
-            att = att.transpose(1, 2).reshape(p_count * n, heads * dim)
+            att = self._attend(li, q, k, v)
             if not self.dense:
                 att = att.index_select(0, self._slots_on)
             h = h + out(att)
@@ -215,3 +211,29 @@ class SharedPromptDecoder:
         self.steps += 1
         assert w.head is not None
         return w.head(F.rms_norm(h, (h.shape[-1],), w.norm, w.norm_eps)).float()
+
+    def _attend(self, li: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Layer li's attention for every slot ([slots, heads x dim]): a prompt's n samples x its query group
+        are one matrix against the prompt's keys (one read of them), and each sample's own tokens apart; one
+        softmax over both parts."""
+        n, p_count, t, w = self.n, self.prompts, self.steps, self.w
+        kvh, dim = w.kv_heads, w.head_dim
+        group = w.heads // kvh
+        kg, vg = self.kg[li], self.vg[li]
+        kg[:, :, :, t].copy_(k.view(p_count, n, kvh, dim).transpose(1, 2))
+        vg[:, :, :, t].copy_(v.view(p_count, n, kvh, dim).transpose(1, 2))
+        qg = q.view(p_count, n, kvh, group, dim).transpose(1, 2).contiguous()  # [P, kv, n, group, dim]
+        own_k = kg[:, :, :, : t + 1].reshape(p_count * kvh * n, t + 1, dim)  # views: the slice keeps rows apart
+        own_v = vg[:, :, :, : t + 1].reshape(p_count * kvh * n, t + 1, dim)
+        prompt_scores = torch.bmm(qg.view(p_count * kvh, n * group, dim), self.kp[li].transpose(1, 2))
+        own_scores = torch.bmm(qg.view(p_count * kvh * n, group, dim), own_k.transpose(1, 2))
+        own_scores = own_scores.view(p_count * kvh, n * group, t + 1)
+        probs = torch.softmax(torch.cat([prompt_scores + self.bias, own_scores], -1), dim=-1)
+        lp = prompt_scores.shape[-1]
+        if self.v_transposed:  # [P x kv, n x group, dim] either way
+            att = torch.bmm(self.vp[li], probs[..., :lp].transpose(1, 2)).transpose(1, 2)
+        else:
+            att = torch.bmm(probs[..., :lp], self.vp[li])
+        own = probs[..., lp:].reshape(p_count * kvh * n, group, t + 1)
+        att = att + torch.bmm(own, own_v).view(p_count * kvh, n * group, dim)
+        return att.view(p_count, kvh, n, group, dim).transpose(1, 2).reshape(p_count * n, w.heads * dim)
