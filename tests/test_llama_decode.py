@@ -110,6 +110,7 @@ def test_the_generator_decodes_the_same_tokens_either_way_and_follows_the_learne
     got = tokens(direct)
     hook.remove()
     assert calls["model"] == 1 and direct.decode_steps > 0  # one batch: the model prefilled, the step decoded
+    assert direct.direct.layers == [] and direct.direct.head is None  # the packed copy is not held between calls
     assert got == tokens(plain)
     with torch.no_grad():  # a learner step, in place: the next call decodes with the new weights
         for p in model.parameters():

@@ -50,9 +50,10 @@ class EngineConfig(_Section):
         "model",
         "Dtype of the Linear layers' matmuls in the transformers backend's decode steps. 'model': the policy's "
         "own. 'bfloat16': a bf16 copy of the Linear weights (half their fp32 size), re-cast from the learner's "
-        "at every generate call; norms, attention and the KV cache stay in the model's dtype. On this "
-        "AVX512-BF16 CPU a 12-row decode step of the default model ran 1.5x faster (bench/generation.py); tokens "
-        "differ from fp32's. Not in the paper: a CPU speed switch (issue 26). vLLM: model.dtype.",
+        "at every generate call (with engine.decode_step=direct, the step's packed copy is the bf16 one); norms, "
+        "attention and the KV cache stay in the model's dtype. Measured on this AVX512-BF16 CPU: 1.5x the fp32 "
+        "model's forward step, about 1.15x the fp32 direct step (bench/generation.py); tokens differ from fp32's. "
+        "Not in the paper: a CPU speed switch (issue 26). vLLM: model.dtype.",
     )
     decode_step: Literal["direct", "model"] = _field(
         "direct",

@@ -217,6 +217,8 @@ class TransformersGenerator:
                         progress(len(pis) * params.n)
         finally:
             self.model.train(was_training)
+            if self.direct is not None:
+                self.direct.release()  # re-packed at the next call anyway (the weights will have changed)
         return results
 
     def _generators(self, prompt_indices: Sequence[int], params: SamplingParams) -> list[torch.Generator] | None:

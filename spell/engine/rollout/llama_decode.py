@@ -95,7 +95,8 @@ def _fused(linears: list[torch.nn.Linear], dtype: torch.dtype) -> DecodeLinear:
 
 class DecodeWeights:
     """The model's weights as the written-out step reads them, re-read from the model at every `refresh()`
-    (the learner changes them between generate calls): one packed copy of every Linear weight."""
+    (the learner changes them between generate calls): one packed copy of every Linear weight, dropped by
+    `release()` so that it is not held through the GRPO step."""
 
     def __init__(self, model: Any, linear_dtype: torch.dtype | None = None):
         reason = unsupported_reason(model)
@@ -112,7 +113,7 @@ class DecodeWeights:
     @torch.no_grad()
     def refresh(self) -> DecodeWeights:
         inner, dt = self.model.model, self.linear_dtype
-        self.layers = []
+        self.release()  # the old copy goes before the new one is made
         for layer in inner.layers:
             att, mlp = layer.self_attn, layer.mlp
             norm1, norm2 = layer.input_layernorm, layer.post_attention_layernorm
@@ -130,6 +131,9 @@ class DecodeWeights:
         self.inv_freq = inner.rotary_emb.inv_freq.detach().float()
         self.rope_scale = float(inner.rotary_emb.attention_scaling)
         return self
+
+    def release(self) -> None:
+        self.layers, self.head = [], None
 
 
 class SharedPromptDecoder:
