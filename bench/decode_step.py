@@ -24,6 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from spell.engine.rollout.kv_cache import preallocated_cache
 from spell.engine.rollout.linear_copy import LinearCopy
 from spell.engine.rollout.llama_decode import DecodeWeights, SharedPromptDecoder, packed_kernel_works
+from spell.engine.rollout.rows import left_padded
 
 toy = "--toy" in sys.argv
 path = bench_model(toy)
@@ -31,12 +32,7 @@ tok = AutoTokenizer.from_pretrained(path)
 model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
 ROWS, LEN, K = 12, 640, 12
 prompts = word_prompts(tok, ROWS, LEN, seed=5)
-width = max(map(len, prompts))
-ids = torch.full((ROWS, width), 0)
-attn = torch.zeros_like(ids)
-for i, p in enumerate(prompts):
-    ids[i, width - len(p) :], attn[i, width - len(p) :] = torch.tensor(p), 1
-pos = (attn.cumsum(-1) - 1).clamp(min=0)
+ids, attn, pos = left_padded(prompts)
 kw = "cache" if "cache" in __import__("inspect").signature(model.forward).parameters else "past_key_values"
 torch.set_grad_enabled(False)
 cache = preallocated_cache(model.config, 64)

@@ -39,6 +39,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from spell.engine.rollout import hf_backend
 from spell.engine.rollout.hf_backend import TransformersGenerator
 from spell.engine.rollout.interface import SamplingParams
+from spell.engine.rollout.rows import left_padded
 
 SHAPES = {  # name: (prompts, prompt tokens, n, max new tokens)
     "question": (12, 640, 1, 96),
@@ -48,12 +49,7 @@ SHAPES = {  # name: (prompts, prompt tokens, n, max new tokens)
 
 def prefill_rate(model, prompts: list[list[int]]) -> float:
     """Prompt tokens/s of one batched forward (left-padded, last logits only), as the generator prefills."""
-    width = max(map(len, prompts))
-    ids = torch.zeros((len(prompts), width), dtype=torch.long)
-    attn = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p) :], attn[i, width - len(p) :] = torch.tensor(p), 1
-    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    ids, attn, pos = left_padded(prompts)
 
     def run():
         with torch.inference_mode():
@@ -95,12 +91,8 @@ def spell_round(
 
 def bare_round(model, tok, prompts: list[list[int]], params: SamplingParams, eos: set[int]) -> tuple[float, int]:
     """The same round through `model.generate` (left-padded batch, n copies of each prompt, one seed)."""
-    rows = [p for p in prompts for _ in range(params.n)]
-    width = max(map(len, rows))
-    batch = torch.full((len(rows), width), tok.pad_token_id or 0)
-    attn = torch.zeros_like(batch)
-    for i, x in enumerate(rows):
-        batch[i, width - len(x) :], attn[i, width - len(x) :] = torch.tensor(x), 1
+    batch, attn, _ = left_padded([p for p in prompts for _ in range(params.n)], tok.pad_token_id or 0)
+    width = batch.shape[1]
     torch.manual_seed(0)
     t = time.perf_counter()
     with torch.inference_mode():

@@ -14,6 +14,7 @@ from spell.engine.rollout.hf_backend import TransformersGenerator
 from spell.engine.rollout.interface import SamplingParams, render_prompt
 from spell.engine.rollout.kv_cache import preallocated_cache
 from spell.engine.rollout.llama_decode import DecodeWeights, SharedPromptDecoder, unsupported_reason
+from spell.engine.rollout.rows import left_padded
 
 PROMPTS = [
     "hello",
@@ -39,13 +40,7 @@ def lockstep(model, tok, n, steps=10, drops=(3, 6)):
     def pick(logits):
         return logits.topk(3, -1).indices[torch.arange(len(logits)), torch.arange(len(logits)) % 3]
 
-    ids = [render_prompt(tok, p) for p in PROMPTS]
-    width = max(map(len, ids))
-    input_ids = torch.zeros((len(ids), width), dtype=torch.long)
-    attn = torch.zeros_like(input_ids)
-    for i, x in enumerate(ids):
-        input_ids[i, width - len(x) :], attn[i, width - len(x) :] = torch.tensor(x), 1
-    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    input_ids, attn, pos = left_padded([render_prompt(tok, p) for p in PROMPTS])
     cache = preallocated_cache(model.config, steps + 1)
     with torch.inference_mode():
         out = model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=True, cache=cache)

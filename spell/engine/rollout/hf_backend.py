@@ -42,6 +42,7 @@ from spell.engine.rollout.interface import (
 from spell.engine.rollout.kv_cache import cast_cache, preallocated_cache
 from spell.engine.rollout.linear_copy import LinearCopy
 from spell.engine.rollout.llama_decode import DecodeWeights, SharedPromptDecoder, unsupported_reason
+from spell.engine.rollout.rows import left_padded
 
 NUCLEUS_CANDIDATES = 256  # top-p looks at this many of the most likely tokens first (a partial sort)
 WIDE_CANDIDATES = 4096  # then, for the rows whose nucleus reaches past those, this many (still cheaper than a sort)
@@ -270,14 +271,8 @@ class TransformersGenerator:
         copies = 1 if self.share_prefill else n
         if copies > 1:
             batch_ids = [ids for ids in batch_ids for _ in range(copies)]
-        width = max(len(ids) for ids in batch_ids)
-        input_ids = torch.full((len(batch_ids), width), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((len(batch_ids), width), dtype=torch.long)
-        for row, ids in enumerate(batch_ids):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attn[row, width - len(ids) :] = 1
-        attn = attn.to(dev)
-        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        input_ids, attn, pos = (t.to(dev) for t in left_padded(batch_ids, self.pad_id))
+        width = input_ids.shape[1]
         cache_kw = {}
         direct = isinstance(decode_net, DecodeWeights)  # decodes from its own buffers: no room needed here
         room = 0 if direct else params.max_new_tokens
