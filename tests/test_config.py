@@ -137,10 +137,12 @@ def test_the_learner_built_in_code_takes_the_runs_layout():
 
 
 def test_the_prefill_dtype_reaches_the_policy_and_is_refused_for_vllm():
-    """Issue 26: engine.prefill_dtype is the transformers backend's; with vLLM it would be silently ignored."""
+    """Issue 26: engine.prefill_dtype is the transformers backend's; with vLLM an explicit bf16 would be silently
+    ignored ('auto', the default of the config and of a spec built in code, resolves to vLLM's model.dtype)."""
     from spell.engine.spec import PolicySpec
 
-    assert PolicySpec.from_config(load_config(None, [])).prefill_dtype == "model"
+    assert PolicySpec.from_config(load_config(None, [])).prefill_dtype == "auto" == PolicySpec("m").prefill_dtype
+    assert load_config(None, ["engine.backend=vllm"]).engine.prefill_dtype == "auto"
     assert PolicySpec.from_config(load_config(None, ["engine.prefill_dtype=bfloat16"])).prefill_dtype == "bfloat16"
     with pytest.raises(ConfigError, match="prefill_dtype applies to the transformers backend"):
         load_config(None, ["engine.backend=vllm", "engine.prefill_dtype=bfloat16"])

@@ -37,23 +37,29 @@ class EngineConfig(_Section):
     generation_token_budget: int = _field(
         16384, "Prompt+completion tokens per generation batch (transformers backend).", ge=1
     )
-    prefill_dtype: Literal["model", "bfloat16"] = _field(
-        "model",
-        "Compute dtype of the transformers backend's prompt pass. 'model': the policy's own weights (fp32 on CPU). "
-        "'bfloat16': a bf16 copy, re-cast from the learner's weights at every generate call (so it never lags), "
-        "prefills (a second copy of the weights, half their fp32 size); its KV cache is cast back and the model "
-        "decodes. On this AVX512-BF16 CPU it prefills about "
-        "1.5x faster (bench/generation.py); tokens differ from fp32's (the learner scores them in its own dtype, "
-        "as with vLLM's bf16 rollouts). Not in the paper: a CPU speed switch (issue 26). vLLM: model.dtype.",
+    prefill_dtype: Literal["auto", "model", "bfloat16"] = _field(
+        "auto",
+        "Compute dtype of the transformers backend's prompt pass. 'auto': bf16 where the model computes in fp32 on "
+        "a CPU that multiplies bf16 in hardware (AVX512-BF16 or AMX), the model's own dtype elsewhere (a GPU, "
+        "other CPUs, vLLM). 'bfloat16': a bf16 copy of the weights, re-cast from the learner's at every generate "
+        "call (it never lags), prefills; its KV cache is cast back and the model decodes. 'model': the policy's "
+        "own weights. Measured on the default model, this AVX512-BF16 CPU: the prompt pass 1.5-1.8x faster "
+        "(bench/rollout_precision.py; 2.3x and 2.2x the question and respond rounds of before issue 26, "
+        "bench/generation.py); the sampler then stays within KL 3-5e-4 a token of the fp32 policy the learner "
+        "scores, 1/50 of what one default GRPO step moves the policy (2.3e-2), with 0-0.4% of drawn tokens "
+        "outside a PPO clip's 0.8-1.2 ratio (bench/rollout_precision.py). Not in the paper: a CPU speed switch "
+        "(issue 26). vLLM: model.dtype.",
     )
-    decode_dtype: Literal["model", "bfloat16"] = _field(
+    decode_dtype: Literal["auto", "model", "bfloat16"] = _field(
         "model",
         "Dtype of the Linear layers' matmuls in the transformers backend's decode steps. 'model': the policy's "
         "own. 'bfloat16': a bf16 copy of the Linear weights (half their fp32 size), re-cast from the learner's "
         "at every generate call (with engine.decode_step=direct, the step's packed copy is the bf16 one); norms, "
         "attention and the KV cache stay in the model's dtype. Measured on this AVX512-BF16 CPU: 1.5x the fp32 "
         "model's forward step, about 1.15x the fp32 direct step (bench/generation.py); tokens differ from fp32's. "
-        "Not in the paper: a CPU speed switch (issue 26). vLLM: model.dtype.",
+        "'auto': as engine.prefill_dtype's. Not in the paper: a CPU speed switch (issue 26); off by default: it "
+        "doubles the sampler's distance from the policy (KL 9e-4 a token, bench/rollout_precision.py) for a few "
+        "percent of a round. vLLM: model.dtype.",
     )
     decode_step: Literal["direct", "model"] = _field(
         "direct",
@@ -189,7 +195,7 @@ class EngineConfig(_Section):
                 "ranks on one GPU"
             )
         for key in ("prefill_dtype", "decode_dtype"):
-            if getattr(self, key) != "model" and self.backend == "vllm":
+            if getattr(self, key) not in ("model", "auto") and self.backend == "vllm":
                 raise ValueError(
                     f"engine.{key} applies to the transformers backend; vLLM generates in model.dtype: set "
                     f"model.dtype=bfloat16 or engine.{key}=model"

@@ -30,6 +30,7 @@ from spell.engine.models.loading import (
     wrap_lora,
 )
 from spell.engine.placement import actor_env
+from spell.engine.rollout.compute_dtype import rollout_dtype
 from spell.engine.rollout.interface import Prompt, SamplingParams, render_prompt
 from spell.engine.rollout.replicas import RolloutReplicas
 from spell.engine.rollout.rows import rollout_rows
@@ -37,11 +38,6 @@ from spell.engine.spec import PolicySpec
 from spell.engine.sync.broadcast import ReplicaEndpoint, SyncStats
 
 log = logging.getLogger(__name__)
-
-
-def _dtype_or_none(name: str) -> torch.dtype | None:
-    """engine.prefill_dtype / engine.decode_dtype: 'model' (None: the model's own) or a torch dtype's name."""
-    return None if name == "model" else getattr(torch, name)
 
 
 def pin_weights(model: torch.nn.Module) -> None:
@@ -207,8 +203,8 @@ class Policy:
             self.spec.max_context,
             self.dtype,
             share_prefill=self.spec.learner.shared_prefix,
-            prefill_dtype=_dtype_or_none(self.spec.prefill_dtype),
-            decode_dtype=_dtype_or_none(self.spec.decode_dtype),
+            prefill_dtype=self.rollout_dtypes()["prefill"],
+            decode_dtype=self.rollout_dtypes()["decode"],
             decode_step=self.spec.decode_step,
         )
 
@@ -257,6 +253,14 @@ class Policy:
         results = rollout_rows(gen, self.tokenizer, prompts, sp, max_prompt_tokens, prefills)
         self.busy_seconds["generate"] += time.perf_counter() - start
         return results
+
+    def rollout_dtypes(self) -> dict[str, torch.dtype | None]:
+        """engine.prefill_dtype / engine.decode_dtype resolved on this machine ('auto' included); None: the
+        model's own compute dtype."""
+        return {
+            "prefill": rollout_dtype(self.spec.prefill_dtype, self.dtype, self.device.type),
+            "decode": rollout_dtype(self.spec.decode_dtype, self.dtype, self.device.type),
+        }
 
     def weight_dtype(self) -> str:
         return str(next(self.model.parameters()).dtype).replace("torch.", "")
@@ -387,6 +391,10 @@ class Policy:
             "skipped_steps": self.learner.skipped_steps,
             "trained_iteration": self.trained_iteration,
             "backend": self.spec.backend,
+            **{
+                f"{k}_dtype": "model" if v is None else str(v).replace("torch.", "")
+                for k, v in (self.rollout_dtypes().items() if self.spec.backend == "transformers" else ())
+            },
             "learner_ranks": self.spec.learner_ranks,
             "busy_seconds": dict(self.busy_seconds),
             "pid": os.getpid(),

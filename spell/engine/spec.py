@@ -22,8 +22,8 @@ class PolicySpec:
     lora_rank: int = 0
     lora_alpha: float = 32.0
     generation_token_budget: int = 16384
-    prefill_dtype: str = "model"  # engine.prefill_dtype: "model" or a torch dtype name (transformers backend)
-    decode_dtype: str = "model"  # engine.decode_dtype: the decode steps' Linear matmuls (transformers backend)
+    prefill_dtype: str = "auto"  # engine.prefill_dtype: "auto", "model" or a torch dtype name (transformers backend)
+    decode_dtype: str = "model"  # engine.decode_dtype: the decode steps' Linear matmuls ("auto" too; transformers)
     decode_step: str = "direct"  # engine.decode_step: the written-out step or the model's forward (transformers)
     max_context: int | None = None
     learner: LearnerSettings = field(default_factory=LearnerSettings)
