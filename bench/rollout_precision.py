@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from _common import bench_model, describe, machine
 
+from spell.advantages import grouped_zscore
 from spell.config import load_config
 from spell.data.corpus import load_corpus
 from spell.engine.learner.core import LearnerSettings
@@ -128,12 +129,9 @@ def step_scale(policy: Policy, batch: list[tuple[list[int], list[int]]], group: 
     """KL(policy before || after) per token of one default-lr GRPO step on `batch` (random advantages,
     normalised per group of `group`): the size of the change the learner itself makes each step."""
     rng = random.Random(seed)
-    seqs = []
-    for g in range(0, len(batch), group):
-        raw = [rng.choice((0.0, 1.0)) for _ in batch[g : g + group]]
-        mean, std = sum(raw) / len(raw), (sum((a - sum(raw) / len(raw)) ** 2 for a in raw) / len(raw)) ** 0.5
-        for (p, c), a in zip(batch[g : g + group], raw, strict=True):
-            seqs.append({"prompt_ids": p, "response_ids": c, "advantage": (a - mean) / (std + 1e-6)})
+    raw = [rng.choice((0.0, 1.0)) for _ in batch]
+    adv = grouped_zscore(raw, [i // group for i in range(len(batch))])  # the project's GRPO normalisation
+    seqs = [{"prompt_ids": p, "response_ids": c, "advantage": float(a)} for (p, c), a in zip(batch, adv, strict=True)]
     before = [policy_logprobs(policy.model, p, c, temperature) for p, c in batch]
     policy.train_step(seqs)
     after = [policy_logprobs(policy.model, p, c, temperature) for p, c in batch]

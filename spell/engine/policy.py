@@ -203,8 +203,8 @@ class Policy:
             self.spec.max_context,
             self.dtype,
             share_prefill=self.spec.learner.shared_prefix,
-            prefill_dtype=self.rollout_dtypes()["prefill"],
-            decode_dtype=self.rollout_dtypes()["decode"],
+            prefill_dtype=(dtypes := self.rollout_dtypes())["prefill"],
+            decode_dtype=dtypes["decode"],
             decode_step=self.spec.decode_step,
         )
 
