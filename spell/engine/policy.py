@@ -30,7 +30,7 @@ from spell.engine.models.loading import (
     wrap_lora,
 )
 from spell.engine.placement import actor_env
-from spell.engine.rollout.compute_dtype import rollout_dtype
+from spell.engine.rollout.compute_dtype import dtype_names, rollout_dtype
 from spell.engine.rollout.interface import Prompt, SamplingParams, render_prompt
 from spell.engine.rollout.replicas import RolloutReplicas
 from spell.engine.rollout.rows import rollout_rows
@@ -255,12 +255,9 @@ class Policy:
         return results
 
     def rollout_dtypes(self) -> dict[str, torch.dtype | None]:
-        """engine.prefill_dtype / engine.decode_dtype resolved on this machine ('auto' included); None: the
-        model's own compute dtype."""
-        return {
-            "prefill": rollout_dtype(self.spec.prefill_dtype, self.dtype, self.device.type),
-            "decode": rollout_dtype(self.spec.decode_dtype, self.dtype, self.device.type),
-        }
+        """engine.prefill_dtype / engine.decode_dtype resolved here ('auto' too); None: the model's own."""
+        s, args = self.spec, (self.dtype, self.device.type)
+        return {"prefill": rollout_dtype(s.prefill_dtype, *args), "decode": rollout_dtype(s.decode_dtype, *args)}
 
     def weight_dtype(self) -> str:
         return str(next(self.model.parameters()).dtype).replace("torch.", "")
@@ -391,10 +388,7 @@ class Policy:
             "skipped_steps": self.learner.skipped_steps,
             "trained_iteration": self.trained_iteration,
             "backend": self.spec.backend,
-            **{
-                f"{k}_dtype": "model" if v is None else str(v).replace("torch.", "")
-                for k, v in (self.rollout_dtypes().items() if self.spec.backend == "transformers" else ())
-            },
+            **(dtype_names(self.rollout_dtypes()) if self.spec.backend == "transformers" else {}),
             "learner_ranks": self.spec.learner_ranks,
             "busy_seconds": dict(self.busy_seconds),
             "pid": os.getpid(),

@@ -30,3 +30,8 @@ def rollout_dtype(
         return torch.bfloat16 if device == "cpu" and model_dtype == torch.float32 and native else None
     dtype = getattr(torch, setting)
     return None if dtype == model_dtype else dtype
+
+
+def dtype_names(dtypes: dict[str, torch.dtype | None]) -> dict[str, str]:
+    """`{"prefill": bf16, ...}` as Policy.info() reports it: `{"prefill_dtype": "bfloat16", ...}` ('model': none)."""
+    return {f"{k}_dtype": "model" if v is None else str(v).replace("torch.", "") for k, v in dtypes.items()}
