@@ -12,15 +12,19 @@ the run (least-squares slope x span) with a pairs-bootstrap CI over iterations. 
 in ../shared/data (HotpotQA and MuSiQue as multi-hop QA, TAT-QA as DocMath), sampled as `eval.*` says with
 the run's seed, the same prompts before and after. `--format-only` runs the control in which every role is
 rewarded for well-formed output only (`reward.format_only`): a rise there is format learning, not answers.
-A killed bench resumes: iterations with a checkpoint are kept.
+A killed bench resumes: iterations with a checkpoint are kept, and evaluations are cached as JSON in the run
+(the base model's in the runs dir, shared by both arms). Run both arms into one `--runs-dir` and the second
+prints the difference in differences, SPELL minus format-only, paired over the same held-out questions.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -60,6 +64,47 @@ def evaluate(model_path: str, cfg, sets: list[tuple[str, str, list]]) -> dict[st
         if judge is not None:
             out[name + " (max(rule, judge))"] = {q["item_id"]: q["mean_score"] for q in res.questions}
     return out
+
+
+def evaluate_cached(model_path: str, cfg, sets: list[tuple[str, str, list]], cache: Path, key: dict) -> dict:
+    """`evaluate`, kept in `cache` (JSON) with what it was computed for; a cache made for other sets is redone."""
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            return saved["scores"]
+    scores = evaluate(model_path, cfg, sets)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"key": key, "scores": scores}))
+    return scores
+
+
+def print_paired(label: str, before: dict, after: dict) -> None:
+    """Per held-out set: mean before and after over the questions both hold, and the paired 95% CI."""
+    from storage.learning import paired_ci
+
+    for key in before:
+        ids = sorted(set(before[key]) & set(after.get(key, {})))
+        if not ids:
+            continue
+        b = [before[key][i] for i in ids]
+        a = [after[key][i] for i in ids]
+        diffs = [y - x for x, y in zip(b, a, strict=True)]
+        lo, hi = paired_ci(diffs)
+        print(
+            f"  {key:<34} n={len(ids):>3}  {label} {100 * sum(b) / len(b):5.1f}% vs {100 * sum(a) / len(a):5.1f}%"
+            f"  diff {100 * sum(diffs) / len(diffs):+5.1f} pts  paired 95% CI [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+        )
+    pooled = [k for k in before if k.endswith("(rule)")]
+    b = [before[k][i] for k in pooled for i in sorted(set(before[k]) & set(after.get(k, {})))]
+    a = [after[k][i] for k in pooled for i in sorted(set(before[k]) & set(after.get(k, {})))]
+    if len(pooled) > 1 and b:
+        diffs = [y - x for x, y in zip(b, a, strict=True)]
+        lo, hi = paired_ci(diffs)
+        print(
+            f"  {'pooled (rule)':<34} n={len(b):>3}  {label} {100 * sum(b) / len(b):5.1f}% vs "
+            f"{100 * sum(a) / len(a):5.1f}%  diff {100 * sum(diffs) / len(diffs):+5.1f} pts  "
+            f"paired 95% CI [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+        )
 
 
 def held_out_sets(files: list[str], limit: int) -> list[tuple[str, str, list]]:
@@ -137,7 +182,7 @@ def main() -> None:
     from spell.config import load_config
     from spell.engine.models.loading import resolve_model_path
     from storage.layout import RunLayout
-    from storage.learning import learning_rows, paired_ci
+    from storage.learning import learning_rows
     from storage.views import open_history
 
     runs = args.runs_dir or tempfile.mkdtemp(prefix="spell-learning-")
@@ -148,34 +193,45 @@ def main() -> None:
     cfg = load_config(args.config, ov)
     start = resolve_model_path(cfg.model.path, str(Path(runs) / ".models"))
     sets = [] if args.no_eval else held_out_sets(args.qa, args.limit)
-    before = evaluate(start, cfg, sets) if sets else {}
+    key = {
+        "config": args.config,
+        "qa": [Path(q).name for q in args.qa],
+        "limit": args.limit,
+        "samples": args.samples,
+        "set": args.set,
+    }
+    before = evaluate_cached(start, cfg, sets, Path(runs) / "eval_base.json", key) if sets else {}
     layout = RunLayout(runs, run)
+    walls = []
     for k in range(1, args.iterations + 1):
         if (layout.root / "checkpoints" / f"iter_{k:04d}" / "model").is_dir():
             continue  # done before a kill: resume after it
+        t = time.perf_counter()
         out = spell_iteration(run=run, config=args.config, iteration=k, overrides=[*ov, f"model.path={start}"])
         if not isinstance(out, dict):
             sys.exit(f"iteration {k} failed: {out}")
+        walls.append(time.perf_counter() - t)
     rows = learning_rows(open_history(runs, run))
 
     print(f"machine: {machine()}")
     print(f"config: {args.config} {' '.join(ov[3:])}; run {runs}/{run}; {args.iterations} iterations from {start}")
+    if walls:
+        print(
+            f"{len(walls)} iterations run by this process: {sum(walls) / 60:.1f} min, {sum(walls) / len(walls):.1f} s "
+            f"an iteration (the first includes Ray and the policy actor's start)"
+        )
     print_iterations(rows)
     if not sets:
         return
     final = layout.root / "checkpoints" / f"iter_{args.iterations:04d}" / "model"
-    after = evaluate(str(final), cfg, sets)
+    after = evaluate_cached(str(final), cfg, sets, layout.root / "eval_after.json", key)
     print(f"held out ({args.samples} samples per question, seed {cfg.run.seed}):")
-    for key in before:
-        ids = sorted(before[key])
-        b = [before[key][i] for i in ids]
-        a = [after[key][i] for i in ids]
-        diffs = [y - x for x, y in zip(b, a, strict=True)]
-        lo, hi = paired_ci(diffs)
-        print(
-            f"  {key:<34} n={len(ids):>3}  before {100 * sum(b) / len(b):5.1f}%  after {100 * sum(a) / len(a):5.1f}%"
-            f"  diff {100 * sum(diffs) / len(diffs):+5.1f} pts  paired 95% CI [{100 * lo:+.1f}, {100 * hi:+.1f}]"
-        )
+    print_paired("before vs after", before, after)
+    other = Path(runs) / ("learning" if args.format_only else "learning-format") / "eval_after.json"
+    if args.run is None and other.is_file() and json.loads(other.read_text()).get("key") == key:
+        spell_after, control_after = (json.loads(other.read_text())["scores"], after)[:: 1 if args.format_only else -1]
+        print("SPELL after vs format-only after (the difference in differences: both start from the same base):")
+        print_paired("format-only vs SPELL", control_after, spell_after)
 
 
 if __name__ == "__main__":
