@@ -115,7 +115,9 @@ def evaluate(
         f"model: `{model}`",
         "",
         f"samples per question: {cfg.eval.n_samples}, max input tokens: {cfg.eval.max_input_tokens}, "
-        f"judge: {cfg.eval.judge}, scorer: {cfg.eval.scorer} (eval.scorer)",
+        f"judge: {cfg.eval.judge}, scorer: {cfg.eval.scorer} (eval.scorer), pass@k: {cfg.eval.pass_k_estimator} "
+        f"(eval.pass_k_estimator), LongBench QA scored against "
+        f"{'its first answer' if cfg.eval.first_answer_only else 'every listed answer'} (eval.first_answer_only)",
         "",
         "```",
         table,

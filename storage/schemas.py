@@ -251,6 +251,8 @@ SCHEMAS["eval_tasks"] = pa.schema(
         ("judge", pa.float64()),
         ("judge_failures", pa.int32()),
         ("scorer", pa.string()),  # eval.scorer: released (the released SPELL evaluation's reading) or spell
+        ("pass_k_estimator", pa.string()),  # eval.pass_k_estimator: unbiased (paper Eq. 11) or bootstrap (best@k)
+        ("golds", pa.string()),  # all (max over listed answers) or first (eval.first_answer_only, LongBench QA)
         *_PASS,
     ]
 )

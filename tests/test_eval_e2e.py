@@ -129,3 +129,5 @@ def test_eval_flow_on_tiny_model(prefect_api, tiny_model_dir, tmp_path):
     con = open_history(tmp_path / "runs")
     assert con.execute("SELECT count(DISTINCT benchmark) FROM eval_tasks").fetchone()[0] == 6
     assert con.execute("SELECT DISTINCT scorer FROM eval_tasks").fetchall() == [("released",)]  # the default
+    assert con.execute("SELECT DISTINCT pass_k_estimator, golds FROM eval_tasks").fetchall() == [("unbiased", "all")]
+    assert "pass@k: unbiased" in (d / "report.md").read_text()

@@ -42,4 +42,16 @@ class EvalConfig(_Section):
         "tables. 'spell': the training rule checks (spell.rules), which tolerate a colon, extra spaces or a "
         "line break before the letter and read '12,5' as 125 (not in the paper).",
     )
-    pass_k: list[int] = _field([1, 2, 4, 8], "k values of the unbiased pass@k (paper Eq. 11).")
+    pass_k: list[int] = _field([1, 2, 4, 8], "k values of pass@k (paper Eq. 11; see pass_k_estimator).")
+    pass_k_estimator: Literal["unbiased", "bootstrap"] = _field(
+        "unbiased",
+        "'unbiased': the paper's pass@k, 1 - C(n-c, k)/C(n, k) over the samples scoring >= 0.5 (Eq. 11). "
+        "'bootstrap': the released evaluation's best@k, the mean max of k scores drawn with replacement (spec "
+        "Part B §6.6; computed as its exact expectation), lower than the paper's estimator, to compare with "
+        "numbers from that code.",
+    )
+    first_answer_only: bool = _field(
+        False,
+        "LongBench QA (HotpotQA, 2Wiki, MuSiQue) scored against its first listed answer only, as the released "
+        "evaluation's answers[0] (spec Part B §6.2); off: the max over every listed answer (spec Part A).",
+    )

@@ -6,7 +6,7 @@ from spell.eval.metrics import cover_exact_match, qa_f1, pass_at_k
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from math import comb
 
 from spell.roles.verifier import parse_vote
@@ -77,3 +77,14 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if n - c < k:
         return 1.0
     return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+def best_of_k(scores: Sequence[float], k: int) -> float:
+    """The official evaluation's "best@k": the expected max of k of a question's scores drawn with replacement,
+    which its 1,000 seeded draws estimate (spec Part B §6.6); computed exactly here, so no draws and no seed.
+    With s sorted ascending, P(max = s_i) = (i/n)^k - ((i-1)/n)^k. Lower than pass@k: at k = n = 8 one right
+    sample in 8 gives 1 - (7/8)^8 = 0.66, not 1."""
+    n = len(scores)
+    if n == 0 or k < 1:
+        raise ValueError(f"need at least one score and k >= 1, got {n} scores, k={k}")
+    return sum(s * ((i / n) ** k - ((i - 1) / n) ** k) for i, s in enumerate(sorted(scores), start=1))

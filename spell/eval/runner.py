@@ -1,7 +1,9 @@
 """Run one benchmark: prompts, n samples per question, rule and judge scores, aggregation.
 
 Per sample: score = max(rule, judge) (judge absent counts as 0; LongBench-v2 is scored by the rule alone).
-Per question: mean over its n samples and the unbiased pass@k. Per benchmark: means over questions.
+Per question: mean over its n samples and pass@k (the paper's unbiased estimator, or the released code's
+best@k with `eval.pass_k_estimator=bootstrap`). Per benchmark: means over questions. LongBench QA is scored
+against every listed answer, or the first alone with `eval.first_answer_only` (the released code's answers[0]).
 The paper's Avg = mean of DocMath, Frames, LB-MQA (mean of HotpotQA, 2Wiki, MuSiQue) and LB-v2.
 """
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from spell.config import EvalConfig
@@ -17,6 +19,7 @@ from spell.eval.benchmarks import LB_MQA, EvalItem
 from spell.eval.judge import JUDGE_PROMPT
 from spell.eval.metrics import (
     BENCHMARK_TASK,
+    best_of_k,
     cover_exact_match,
     docmath_match,
     extract_answer,
@@ -78,6 +81,8 @@ def run_benchmark(
     from spell.progress import Progress
 
     res = BenchmarkResult(benchmark)
+    if cfg.first_answer_only and benchmark in LB_MQA:
+        items = [replace(it, golds=tuple(it.golds[:1])) for it in items]
     ids = [middle_truncate(x, cfg.max_input_tokens) for x in render([item_prompt(it) for it in items])]
     params = {
         "n": cfg.n_samples,
@@ -152,7 +157,12 @@ def run_benchmark(
             "mean_judge": (sum(float(s["judge"] or 0) for s in ss) / max(n, 1)) if judged else None,
         }
         for k in ks:
-            q[f"pass@{k}"] = pass_at_k(n, c, k) if n >= k else None
+            if n < k:
+                q[f"pass@{k}"] = None
+            elif cfg.pass_k_estimator == "bootstrap":
+                q[f"pass@{k}"] = best_of_k([s["score"] for s in ss], k)
+            else:
+                q[f"pass@{k}"] = pass_at_k(n, c, k)
         res.questions.append(q)
     nq = max(len(res.questions), 1)
     res.summary = {
@@ -164,6 +174,8 @@ def run_benchmark(
         "judge": (sum(q["mean_judge"] or 0 for q in res.questions) / nq) if judged else None,
         "judge_failures": sum(1 for s in res.samples if s["judge_error"]),
         "scorer": cfg.scorer,
+        "pass_k_estimator": cfg.pass_k_estimator,
+        "golds": "first" if cfg.first_answer_only and benchmark in LB_MQA else "all",
         **{f"pass@{k}": sum(q[f"pass@{k}"] or 0 for q in res.questions) / nq for k in ks},
     }
     return res
