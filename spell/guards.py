@@ -195,19 +195,25 @@ _TASK_BLIND = {
 
 _HEDGE = re.compile(r"\s+or\s+|\s*;\s*|\s+/\s+|\s*\|\s*", re.IGNORECASE)
 _LIST = re.compile(r"\s*,\s+")  # a comma and a space: "1,000" stays one number
+# a number with an optional sign or currency, an optional percent sign and at most one unit word
+_NUMBER_ITEM = re.compile(r"^[-+]?[$€£]?\d[\d,.]*%?(?:\s+([a-z]+))?$", re.IGNORECASE)
 
 
 def multiple_candidates(prediction: str | None) -> str | None:
-    """Why an extracted answer names several candidates, or None: 'X or Y' (and ';', ' / ', '|') hedges, and
-    three or more comma-separated items of at most three words each list."""
+    """Why an extracted answer names several candidates, or None: 'X or Y' (and ';', ' / ', '|') hedges, three
+    or more comma-separated items of at most three words each, and two numbers in the same unit: a substring
+    rule (cover-EM) credits any of them."""
     if not prediction:
         return None
     hedged = [p for p in _HEDGE.split(prediction.strip()) if p.strip()]
     if len(hedged) >= 2:
         return f"the answer hedges between {len(hedged)} candidates"
-    items = [p for p in _LIST.split(re.sub(r"\s+and\s+", ", ", prediction.strip())) if p.strip()]
+    items = [p.strip() for p in _LIST.split(re.sub(r"\s+and\s+", ", ", prediction.strip())) if p.strip()]
     if len(items) >= 3 and all(len(p.split()) <= 3 for p in items):
         return f"the answer lists {len(items)} candidates"
+    numbers = [_NUMBER_ITEM.match(p) for p in items]
+    if len(items) == 2 and all(numbers) and len({(m.group(1) or "").lower() for m in numbers if m}) == 1:
+        return "the answer names two numbers"  # "1912 and 1914", "$5 million, $6 million"; not "2 years and 3 months"
     return None
 
 

@@ -91,6 +91,13 @@ def test_item_4_guards_reject_the_hack_and_pass_the_honest_proposal(task, questi
         ("the old town of Varnholt", False),
         ("Washington, D.C.", False),
         ("Tom Hanks, the actor who played the lead", False),
+        ("1912 and 1914", True),  # two numbers: a substring rule credits either
+        ("12, 15", True),
+        ("$5 million and $6 million", True),
+        ("3.5%, 4%", True),
+        ("2 years and 3 months", False),  # one duration: the units differ
+        ("Tom and Jerry", False),
+        ("1,000 and more", False),
     ],
 )
 def test_multiple_candidates_guard(prediction, listed):
