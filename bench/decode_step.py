@@ -21,10 +21,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import bench_model, weight_pass_seconds, word_prompts
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from spell.engine.padding import left_padded
 from spell.engine.rollout.kv_cache import preallocated_cache
 from spell.engine.rollout.linear_copy import LinearCopy
 from spell.engine.rollout.llama_decode import DecodeWeights, SharedPromptDecoder, packed_kernel_works
-from spell.engine.rollout.rows import left_padded
 
 toy = "--toy" in sys.argv
 path = bench_model(toy)

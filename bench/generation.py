@@ -36,10 +36,10 @@ from _common import (
 )
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from spell.engine.padding import left_padded
 from spell.engine.rollout import hf_backend
 from spell.engine.rollout.hf_backend import TransformersGenerator
 from spell.engine.rollout.interface import SamplingParams
-from spell.engine.rollout.rows import left_padded
 
 SHAPES = {  # name: (prompts, prompt tokens, n, max new tokens)
     "question": (12, 640, 1, 96),

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from spell.engine.padding import left_padded
 from spell.engine.rollout import llama_decode
 from spell.engine.rollout.hf_backend import TransformersGenerator
 from spell.engine.rollout.interface import SamplingParams, render_prompt
 from spell.engine.rollout.kv_cache import preallocated_cache
 from spell.engine.rollout.llama_decode import DecodeWeights, SharedPromptDecoder, unsupported_reason
-from spell.engine.rollout.rows import left_padded
 
 PROMPTS = [
     "hello",

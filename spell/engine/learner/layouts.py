@@ -13,6 +13,7 @@ import torch
 from spell.engine.batching import min_padding_batches, pack_first_fit
 from spell.engine.learner.packing import packed_row
 from spell.engine.learner.shared_prefix import prefix_units, shared_row, unit_tokens
+from spell.engine.padding import left_padded
 
 PADDED, PACKED, SHARED = "padded", "packed", "shared"
 
@@ -62,14 +63,7 @@ def padded_batch(seqs: Sequence[Trajectory], pad_id: int) -> dict[str, Any]:
     """Left-padded ids, attention mask, position ids: every response at the right edge, so logits are only
     needed for the last `longest response + 1` positions."""
     lengths = [len(s.prompt_ids) + len(s.response_ids) for s in seqs]
-    width = max(lengths)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, s in enumerate(seqs):
-        full = s.prompt_ids + s.response_ids
-        ids[row, width - len(full) :] = torch.tensor(full, dtype=torch.long)
-        attn[row, width - len(full) :] = 1
-    positions = (attn.cumsum(-1) - 1).clamp(min=0)
+    ids, attn, positions = left_padded([s.prompt_ids + s.response_ids for s in seqs], pad_id)
     return {"ids": ids, "attn": attn, "positions": positions, "tokens": ids.numel(), "real": sum(lengths),
             "sequence_tokens": sum(lengths), **targets(seqs)}  # fmt: skip
 

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from spell.engine.batching import token_budget_batches
+from spell.engine.padding import left_padded
 from spell.engine.rollout.interface import (
     FINISH_LENGTH,
     FINISH_STOP,
@@ -42,7 +43,6 @@ from spell.engine.rollout.interface import (
 from spell.engine.rollout.kv_cache import cast_cache, preallocated_cache
 from spell.engine.rollout.linear_copy import LinearCopy
 from spell.engine.rollout.llama_decode import DecodeWeights, SharedPromptDecoder, unsupported_reason
-from spell.engine.rollout.rows import left_padded
 
 NUCLEUS_CANDIDATES = 256  # top-p looks at this many of the most likely tokens first (a partial sort)
 WIDE_CANDIDATES = 4096  # then, for the rows whose nucleus reaches past those, this many (still cheaper than a sort)

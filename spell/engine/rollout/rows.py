@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
-
-import torch
 
 from spell.engine.rollout.interface import FINISH_TOO_LONG, Prompt, SamplingParams, render_prompt
 
@@ -53,14 +50,3 @@ def rollout_rows(
             pf = prefills[i] if prefills else ""
             results[i]["completions"] = [{**c.to_dict(), "prompt_index": i, "text": pf + c.text} for c in row]
     return results
-
-
-def left_padded(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(input ids, attention mask, positions) of token rows padded on the left to the longest, as a batched
-    prefill takes them: every row's last token in the last column, positions counting its own tokens only."""
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row) :], attn[i, width - len(row) :] = torch.tensor(row, dtype=torch.long), 1
-    return ids, attn, (attn.cumsum(-1) - 1).clamp(min=0)
