@@ -13,8 +13,9 @@ in ../shared/data (HotpotQA and MuSiQue as multi-hop QA, TAT-QA as DocMath), sam
 the run's seed, the same prompts before and after. `--format-only` runs the control in which every role is
 rewarded for well-formed output only (`reward.format_only`): a rise there is format learning, not answers.
 A killed bench resumes: iterations with a checkpoint are kept, and evaluations are cached as JSON in the run
-(the base model's in the runs dir, shared by both arms). Run both arms into one `--runs-dir` and the second
-prints the difference in differences, SPELL minus format-only, paired over the same held-out questions.
+(the base model's in the runs dir, shared by both arms), each sample's text beside it (`*.samples.jsonl`).
+Run both arms into one `--runs-dir` and the second prints the difference in differences, SPELL minus
+format-only, paired over the same held-out questions.
 """
 
 from __future__ import annotations
@@ -40,15 +41,16 @@ DEFAULT_QA = [
 TRENDS = ("valid_share", "good_share", "rule_accuracy", "reward_accuracy", "verifier_agreement")
 
 
-def evaluate(model_path: str, cfg, sets: list[tuple[str, str, list]]) -> dict[str, dict[str, float]]:
-    """Mean score per question for each held-out set (rule check; plus max(rule, judge) where a judge is set)."""
+def evaluate(model_path: str, cfg, sets: list[tuple[str, str, list]]) -> dict:
+    """Mean score per question for each held-out set (rule check; plus max(rule, judge) where a judge is set),
+    and every sample under "samples"."""
     from flows.eval import make_judge
     from spell.engine.policy import Policy, PolicySpec
     from spell.eval.runner import run_benchmark
 
     policy = Policy(PolicySpec.from_config(cfg, model_path=model_path, train=False))
     judge = make_judge(cfg, policy, Path(tempfile.mkdtemp()) / "judge.jsonl") if cfg.eval.judge != "none" else None
-    out = {}
+    out: dict = {"samples": []}
     for name, bench, items in sets:
         res = run_benchmark(
             bench,
@@ -61,6 +63,8 @@ def evaluate(model_path: str, cfg, sets: list[tuple[str, str, list]]) -> dict[st
             prefill=cfg.rollout.prefills("responder"),
         )
         out[name + " (rule)"] = {q["item_id"]: q["mean_rule"] for q in res.questions}
+        keep = ("item_id", "sample", "gold", "prediction", "rule", "f1", "text")  # to read why a score moved
+        out["samples"] += [{"set": name, **{k: x[k] for k in keep}} for x in res.samples]
         if judge is not None:
             out[name + " (max(rule, judge))"] = {q["item_id"]: q["mean_score"] for q in res.questions}
     return out
@@ -74,6 +78,8 @@ def evaluate_cached(model_path: str, cfg, sets: list[tuple[str, str, list]], cac
             return saved["scores"]
     scores = evaluate(model_path, cfg, sets)
     cache.parent.mkdir(parents=True, exist_ok=True)
+    samples = scores.pop("samples")
+    cache.with_suffix(".samples.jsonl").write_text("".join(json.dumps(x) + "\n" for x in samples))
     cache.write_text(json.dumps({"key": key, "scores": scores}))
     return scores
 
