@@ -70,12 +70,17 @@ def evaluate(model_path: str, cfg, sets: list[tuple[str, str, list]]) -> dict:
     return out
 
 
+def cached_scores(cache: Path, key: dict) -> dict | None:
+    """Scores saved in `cache` for `key` (what they were computed for), or None."""
+    if cache.is_file() and (saved := json.loads(cache.read_text())).get("key") == key:
+        return saved["scores"]
+    return None
+
+
 def evaluate_cached(model_path: str, cfg, sets: list[tuple[str, str, list]], cache: Path, key: dict) -> dict:
     """`evaluate`, kept in `cache` (JSON) with what it was computed for; a cache made for other sets is redone."""
-    if cache.is_file():
-        saved = json.loads(cache.read_text())
-        if saved.get("key") == key:
-            return saved["scores"]
+    if (scores := cached_scores(cache, key)) is not None:
+        return scores
     scores = evaluate(model_path, cfg, sets)
     cache.parent.mkdir(parents=True, exist_ok=True)
     samples = scores.pop("samples")
@@ -85,30 +90,22 @@ def evaluate_cached(model_path: str, cfg, sets: list[tuple[str, str, list]], cac
 
 
 def print_paired(label: str, before: dict, after: dict) -> None:
-    """Per held-out set: mean before and after over the questions both hold, and the paired 95% CI."""
+    """Per held-out set, then pooled over the rule scores: the mean before and after over the questions both
+    hold, and the paired 95% CI of the difference."""
     from storage.learning import paired_ci
 
-    for key in before:
-        ids = sorted(set(before[key]) & set(after.get(key, {})))
-        if not ids:
+    pairs = {k: [(before[k][i], after[k][i]) for i in sorted(set(before[k]) & set(after.get(k, {})))] for k in before}
+    rule = [k for k in pairs if k.endswith("(rule)")]
+    if len(rule) > 1:
+        pairs["pooled (rule)"] = [x for k in rule for x in pairs[k]]
+    for name, xs in pairs.items():
+        if not xs:
             continue
-        b = [before[key][i] for i in ids]
-        a = [after[key][i] for i in ids]
-        diffs = [y - x for x, y in zip(b, a, strict=True)]
+        diffs = [a - b for b, a in xs]
         lo, hi = paired_ci(diffs)
         print(
-            f"  {key:<34} n={len(ids):>3}  {label} {100 * sum(b) / len(b):5.1f}% vs {100 * sum(a) / len(a):5.1f}%"
-            f"  diff {100 * sum(diffs) / len(diffs):+5.1f} pts  paired 95% CI [{100 * lo:+.1f}, {100 * hi:+.1f}]"
-        )
-    pooled = [k for k in before if k.endswith("(rule)")]
-    b = [before[k][i] for k in pooled for i in sorted(set(before[k]) & set(after.get(k, {})))]
-    a = [after[k][i] for k in pooled for i in sorted(set(before[k]) & set(after.get(k, {})))]
-    if len(pooled) > 1 and b:
-        diffs = [y - x for x, y in zip(b, a, strict=True)]
-        lo, hi = paired_ci(diffs)
-        print(
-            f"  {'pooled (rule)':<34} n={len(b):>3}  {label} {100 * sum(b) / len(b):5.1f}% vs "
-            f"{100 * sum(a) / len(a):5.1f}%  diff {100 * sum(diffs) / len(diffs):+5.1f} pts  "
+            f"  {name:<34} n={len(xs):>3}  {label} {100 * sum(b for b, _ in xs) / len(xs):5.1f}% vs "
+            f"{100 * sum(a for _, a in xs) / len(xs):5.1f}%  diff {100 * sum(diffs) / len(diffs):+5.1f} pts  "
             f"paired 95% CI [{100 * lo:+.1f}, {100 * hi:+.1f}]"
         )
 
@@ -233,9 +230,10 @@ def main() -> None:
     after = evaluate_cached(str(final), cfg, sets, layout.root / "eval_after.json", key)
     print(f"held out ({args.samples} samples per question, seed {cfg.run.seed}):")
     print_paired("before vs after", before, after)
-    other = Path(runs) / ("learning" if args.format_only else "learning-format") / "eval_after.json"
-    if args.run is None and other.is_file() and json.loads(other.read_text()).get("key") == key:
-        spell_after, control_after = (json.loads(other.read_text())["scores"], after)[:: 1 if args.format_only else -1]
+    other_arm = "learning" if args.format_only else "learning-format"
+    other = cached_scores(Path(runs) / other_arm / "eval_after.json", key) if args.run is None else None
+    if other is not None:
+        spell_after, control_after = (other, after) if args.format_only else (after, other)
         print("SPELL after vs format-only after (the difference in differences: both start from the same base):")
         print_paired("format-only vs SPELL", control_after, spell_after)
 

@@ -211,9 +211,10 @@ def multiple_candidates(prediction: str | None) -> str | None:
     items = [p.strip() for p in _LIST.split(re.sub(r"\s+and\s+", ", ", prediction.strip())) if p.strip()]
     if len(items) >= 3 and all(len(p.split()) <= 3 for p in items):
         return f"the answer lists {len(items)} candidates"
-    numbers = [_NUMBER_ITEM.match(p) for p in items]
-    if len(items) == 2 and all(numbers) and len({(m.group(1) or "").lower() for m in numbers if m}) == 1:
-        return "the answer names two numbers"  # "1912 and 1914", "$5 million, $6 million"; not "2 years and 3 months"
+    if len(items) == 2 and all(numbers := [_NUMBER_ITEM.match(p) for p in items]):
+        units = {(m.group(1) or "").lower() for m in numbers if m}  # "2 years and 3 months" is one duration
+        if len(units) == 1:
+            return "the answer names two numbers"  # "1912 and 1914", "$5 million, $6 million"
     return None
 
 

@@ -81,7 +81,8 @@ def run_benchmark(
     from spell.progress import Progress
 
     res = BenchmarkResult(benchmark)
-    if cfg.first_answer_only and benchmark in LB_MQA:
+    first_only = cfg.first_answer_only and benchmark in LB_MQA  # the released code's answers[0]
+    if first_only:
         items = [replace(it, golds=tuple(it.golds[:1])) for it in items]
     ids = [middle_truncate(x, cfg.max_input_tokens) for x in render([item_prompt(it) for it in items])]
     params = {
@@ -175,7 +176,7 @@ def run_benchmark(
         "judge_failures": sum(1 for s in res.samples if s["judge_error"]),
         "scorer": cfg.scorer,
         "pass_k_estimator": cfg.pass_k_estimator,
-        "golds": "first" if cfg.first_answer_only and benchmark in LB_MQA else "all",
+        "golds": "first" if first_only else "all",
         **{f"pass@{k}": sum(q[f"pass@{k}"] or 0 for q in res.questions) / nq for k in ks},
     }
     return res
